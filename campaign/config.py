@@ -1,0 +1,109 @@
+"""Process settings from the environment (and `.env`).
+
+Explicit arguments beat the environment, the environment beats defaults.
+`load_dotenv` is called only by entry points (the CLI, the agent worker),
+never at import time. Secrets are `SecretStr`, so they never print.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProviderMode(StrEnum):
+    """Which speech and language providers the agent uses."""
+
+    CLOUD = "cloud"  #: Deepgram STT, OpenAI LLM, Cartesia TTS (network required)
+    LOCAL = "local"  #: pocketsphinx STT, espeak-ng TTS, scripted LLM (fully offline)
+
+
+class SettingsError(ValueError):
+    """Settings failed validation; the message names each variable and the problem."""
+
+
+class Settings(BaseSettings):
+    """Everything the dialer and the agent read from the environment.
+
+    Every field is documented in `.env.example`; keep the two in step.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    livekit_url: str = Field(default="ws://127.0.0.1:7880", alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(default="", alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr = Field(default=SecretStr(""), alias="LIVEKIT_API_SECRET")
+    sip_outbound_trunk_id: str = Field(default="", alias="SIP_OUTBOUND_TRUNK_ID")
+
+    database_url: str = Field(default="sqlite:///dialer.db", alias="DIALER_DATABASE_URL")
+    reports_dir: Path = Field(default=Path("metrics_reports"), alias="DIALER_REPORTS_DIR")
+    log_level: str = Field(default="INFO", alias="DIALER_LOG_LEVEL")
+
+    agent_name: str = Field(default="campaign-agent", alias="AGENT_NAME")
+    agent_providers: ProviderMode = Field(default=ProviderMode.CLOUD, alias="AGENT_PROVIDERS")
+
+    deepgram_api_key: SecretStr = Field(default=SecretStr(""), alias="DEEPGRAM_API_KEY")
+    openai_api_key: SecretStr = Field(default=SecretStr(""), alias="OPENAI_API_KEY")
+    cartesia_api_key: SecretStr = Field(default=SecretStr(""), alias="CARTESIA_API_KEY")
+    # Base URLs exist so a self-hosted or test endpoint can stand in for the cloud API.
+    deepgram_base_url: str | None = Field(default=None, alias="DEEPGRAM_BASE_URL")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    cartesia_base_url: str | None = Field(default=None, alias="CARTESIA_BASE_URL")
+    openai_model: str = Field(default="gpt-4o-mini", alias="OPENAI_MODEL")
+    deepgram_model: str = Field(default="nova-3", alias="DEEPGRAM_MODEL")
+    cartesia_voice: str | None = Field(default=None, alias="CARTESIA_VOICE")
+
+    @field_validator("livekit_url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ValueError("must start with ws://, wss://, http:// or https://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @property
+    def livekit_http_url(self) -> str:
+        """The server API URL (livekit-api accepts ws(s) too, but logs and docs read better)."""
+        return self.livekit_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+    def require(self, *names: str) -> None:
+        """Fail with one message naming every listed variable that is unset."""
+        missing = []
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if not value:
+                alias = type(self).model_fields[name].alias or name.upper()
+                missing.append(alias)
+        if missing:
+            raise SettingsError(f"missing environment variable(s): {', '.join(missing)}")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's error into one readable line per variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"])
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return load_settings()

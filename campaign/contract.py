@@ -1,0 +1,70 @@
+"""The one typed contract between the dialer and the agent.
+
+The dialer serialises a `DialRequest` into the explicit agent dispatch's
+metadata; the agent parses it with `DialRequest.model_validate_json`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Script(BaseModel):
+    """What the agent says. The local scripted LLM follows it literally; a cloud LLM
+    receives it as instructions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instructions: str = Field(
+        default="You are a polite assistant calling on behalf of a company.",
+        description="System instructions for a cloud LLM.",
+    )
+    greeting: str = Field(default="Hello {name}, this is an automated call. Do you have a minute?")
+    question: str = Field(default="Would you be interested in hearing more?")
+    goodbye: str = Field(default="Thank you for your time. Goodbye.")
+    #: keyword -> disposition, checked in order on what the callee says (local LLM)
+    keywords: dict[str, str] = Field(
+        default_factory=lambda: {
+            "not interested": "not_interested",
+            "interested": "interested",
+            "tomorrow": "callback",
+            "later": "callback",
+            "wrong": "wrong_person",
+        }
+    )
+    #: phrases that mean "never call me again" (local LLM)
+    do_not_call_phrases: list[str] = Field(
+        default_factory=lambda: ["do not call", "don't call", "stop calling", "remove me"]
+    )
+    voicemail_message: str | None = Field(
+        default=None, description="Left after the beep when a machine answers; None hangs up."
+    )
+    dispositions: list[str] = Field(
+        default_factory=lambda: ["interested", "not_interested", "callback", "wrong_person"]
+    )
+
+    def render(self, text: str, variables: dict[str, str]) -> str:
+        """Fill `{name}`-style placeholders; unknown ones are left as written."""
+
+        class _Keep(dict[str, str]):
+            def __missing__(self, key: str) -> str:
+                return "{" + key + "}"
+
+        return text.format_map(_Keep(variables))
+
+
+class DialRequest(BaseModel):
+    """Dispatch metadata for one call attempt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    campaign: str
+    contact_id: int
+    attempt_id: int
+    phone_masked: str = Field(description="The callee's number, masked, for logs only.")
+    name: str | None = None
+    variables: dict[str, str] = Field(default_factory=dict)
+    script: Script = Field(default_factory=Script)
+    store_transcripts: bool = True
+    max_call_duration_s: float = 600.0
+    is_test: bool = False

@@ -1,0 +1,105 @@
+"""Call outcomes, the one table from SIP responses to outcomes, and contact states."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """How one attempt ended, from the dialer's point of view."""
+
+    ANSWERED = "answered"  #: a human answered and the agent held the conversation
+    VOICEMAIL = "voicemail"  #: an answering machine picked up
+    BUSY = "busy"  #: 486 Busy Here / 600 Busy Everywhere
+    NO_ANSWER = "no_answer"  #: rang out: 408, 480, 487 or our ringing timeout
+    DECLINED = "declined"  #: 603 Decline: the callee rejected the call
+    INVALID_NUMBER = "invalid_number"  #: 404, 484, 410, 604: the number does not exist
+    FAILED = "failed"  #: any other SIP failure or an API fault after our retries
+    AGENT_UNAVAILABLE = "agent_unavailable"  #: no agent joined the room, so we did not dial
+    DO_NOT_CALL = "do_not_call"  #: the number was on the DNC list at dial time
+    CANCELLED = "cancelled"  #: the operator stopped the call (second Ctrl-C, cancel)
+
+
+#: SIP final response code -> outcome. Codes not listed map to FAILED.
+SIP_STATUS_OUTCOMES: dict[int, Outcome] = {
+    486: Outcome.BUSY,
+    600: Outcome.BUSY,
+    408: Outcome.NO_ANSWER,
+    480: Outcome.NO_ANSWER,
+    487: Outcome.NO_ANSWER,
+    603: Outcome.DECLINED,
+    404: Outcome.INVALID_NUMBER,
+    410: Outcome.INVALID_NUMBER,
+    484: Outcome.INVALID_NUMBER,
+    604: Outcome.INVALID_NUMBER,
+}
+
+
+def outcome_for_sip_status(code: int | None) -> Outcome:
+    """Map a SIP final response to an outcome (unknown or missing -> FAILED)."""
+    if code is None:
+        return Outcome.FAILED
+    return SIP_STATUS_OUTCOMES.get(code, Outcome.FAILED)
+
+
+class ContactStatus(StrEnum):
+    """Where a contact stands in its campaign."""
+
+    PENDING = "pending"  #: never attempted
+    RETRY = "retry"  #: attempted, another attempt is due at next_attempt_at
+    IN_PROGRESS = "in_progress"  #: an attempt is being dialed or is in a call
+    COMPLETED = "completed"  #: reached (human or voicemail left); no more attempts
+    EXHAUSTED = "exhausted"  #: max attempts used without reaching anyone
+    DNC = "dnc"  #: on the do-not-call list; never dialed again
+    INVALID = "invalid"  #: the network said the number does not exist
+    DECLINED = "declined"  #: the callee declined; not retried
+    CANCELLED = "cancelled"  #: the campaign was cancelled before this contact finished
+
+
+#: Statuses from which a contact is never dialed again.
+FINAL_CONTACT_STATUSES = frozenset(
+    {
+        ContactStatus.COMPLETED,
+        ContactStatus.EXHAUSTED,
+        ContactStatus.DNC,
+        ContactStatus.INVALID,
+        ContactStatus.DECLINED,
+        ContactStatus.CANCELLED,
+    }
+)
+
+
+class AttemptStatus(StrEnum):
+    """Lifecycle of one attempt row; written before each side effect it describes."""
+
+    DIALING = "dialing"  #: claimed; room, dispatch and SIP call are being set up
+    IN_CALL = "in_call"  #: the callee answered; the agent is talking
+    DONE = "done"  #: finalised with an outcome
+
+
+class CampaignStatus(StrEnum):
+    """Operator-visible state of a campaign."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+class EndReason(StrEnum):
+    """Why a connected call ended, as the agent saw it."""
+
+    AGENT_HANGUP = "agent_hangup"
+    CALLEE_HANGUP = "callee_hangup"
+    MAX_DURATION = "max_duration"
+    ERROR = "error"
+    NEVER_ANSWERED = "never_answered"
+
+
+class AmdResult(StrEnum):
+    """What answering machine detection decided."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+    UNCERTAIN = "uncertain"
+    NOT_RUN = "not_run"

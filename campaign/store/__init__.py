@@ -1,0 +1,35 @@
+"""The ledger: the only package in the dialer that writes SQL.
+
+Modules: `models` (tables), `db` (connection and migrations); query modules
+sit beside them, one per concern.
+"""
+
+from __future__ import annotations
+
+from campaign.store.db import Ledger, LedgerError, open_ledger
+from campaign.store.models import (
+    Attempt,
+    Base,
+    CallRecord,
+    Campaign,
+    Contact,
+    DncEntry,
+    Rejection,
+    Turn,
+    utcnow,
+)
+
+__all__ = [
+    "Attempt",
+    "Base",
+    "CallRecord",
+    "Campaign",
+    "Contact",
+    "DncEntry",
+    "Ledger",
+    "LedgerError",
+    "Rejection",
+    "Turn",
+    "open_ledger",
+    "utcnow",
+]

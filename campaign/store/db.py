@@ -1,0 +1,113 @@
+"""Connecting to the ledger and keeping its schema current."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be reached or used; the message says why."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets `dialer status` read while a run writes; the timeout rides out short locks.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a SQLite file or PostgreSQL URL (`postgresql://` uses psycopg 3)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise LedgerError(f"DIALER_DATABASE_URL is not a database URL: {url!r}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+class Ledger:
+    """The engine plus a session factory. One per process; cheap to share."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        from alembic import command
+
+        try:
+            with self.engine.begin() as connection:
+                config = alembic_config(self.url)
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except OperationalError as exc:
+            raise LedgerError(f"cannot reach the ledger at {self.safe_url}: {exc.orig}") from None
+
+    def is_current(self) -> bool:
+        """True when the schema is at the newest migration."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory.from_config(alembic_config(self.url))
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return False
+            current = MigrationContext.configure(connection).get_current_heads()
+        return set(current) == set(script.get_heads())
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def open_ledger(url: str, *, migrate: bool = True) -> Ledger:
+    """Open the ledger and, by default, migrate it to the newest schema."""
+    ledger = Ledger(url)
+    if migrate:
+        ledger.migrate()
+    return ledger

@@ -1,0 +1,228 @@
+"""The ledger's tables (SQLAlchemy 2 declarative models).
+
+Every state change is a committed row before the side effect it describes.
+Times are stored as timezone-aware UTC. Schema changes go through Alembic
+(`campaign/migrations`); `tests/integration/test_migrations.py` fails when
+these models and the migrations drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite drops the offset otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    region: Mapped[str] = mapped_column(String(2), default="US")
+    #: the validated campaign YAML as JSON, as of the last run or import
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    contacts: Mapped[list[Contact]] = relationship(back_populates="campaign")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "e164", name="uq_contacts_campaign_e164"),
+        Index("ix_contacts_due", "campaign_id", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    e164: Mapped[str] = mapped_column(String(20))
+    raw_phone: Mapped[str] = mapped_column(Text, default="")
+    extension: Mapped[str | None] = mapped_column(String(20))
+    name: Mapped[str | None] = mapped_column(String(200))
+    #: IANA zones; calling hours must hold in each
+    timezones: Mapped[list[Any]] = mapped_column(default=list)
+    variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str] = mapped_column(String(500), default="")
+    source_row: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    last_outcome: Mapped[str | None] = mapped_column(String(30))
+    disposition: Mapped[str | None] = mapped_column(String(50))
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    campaign: Mapped[Campaign] = relationship(back_populates="contacts")
+    attempts: Mapped[list[Attempt]] = relationship(back_populates="contact")
+
+
+class Rejection(Base):
+    """A sheet row that did not become a contact (invalid, or a duplicate)."""
+
+    __tablename__ = "rejections"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "source", "source_row", name="uq_rejections_row"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(500), default="")
+    source_row: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[str] = mapped_column(Text, default="")
+    #: empty, unparseable, invalid, not_dialable_type, do_not_call, duplicate
+    reason: Mapped[str] = mapped_column(String(30))
+    e164: Mapped[str | None] = mapped_column(String(20))
+    duplicate_of_row: Mapped[int | None] = mapped_column(Integer)
+    cells: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DncEntry(Base):
+    """The do-not-call list: global, applied at import and right before each dial."""
+
+    __tablename__ = "dnc"
+
+    e164: Mapped[str] = mapped_column(String(20), primary_key=True)
+    source: Mapped[str] = mapped_column(String(50), default="manual")  # manual|import|agent
+    note: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Attempt(Base):
+    """One dial of one contact. Written (`dialing`) before the room is created."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("contact_id", "number", name="uq_attempts_contact_number"),
+        Index("ix_attempts_campaign_status", "campaign_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1-based attempt number for the contact
+    status: Mapped[str] = mapped_column(String(20), default="dialing")
+    outcome: Mapped[str | None] = mapped_column(String(30))
+    sip_status_code: Mapped[int | None] = mapped_column(Integer)
+    sip_status: Mapped[str | None] = mapped_column(String(200))
+    room_name: Mapped[str] = mapped_column(String(200), default="")
+    dialer_id: Mapped[str] = mapped_column(String(100), default="")
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dial_started_at: Mapped[datetime | None] = mapped_column()
+    answered_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+    contact: Mapped[Contact] = relationship(back_populates="attempts")
+    call: Mapped[CallRecord | None] = relationship(back_populates="attempt")
+
+
+class CallRecord(Base):
+    """The agent's record of a connected call. No audio is ever stored."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(
+        ForeignKey("attempts.id", ondelete="CASCADE"), unique=True
+    )
+    room_name: Mapped[str] = mapped_column(String(200), default="")
+    answered_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    end_reason: Mapped[str | None] = mapped_column(String(30))
+    amd_result: Mapped[str | None] = mapped_column(String(20))
+    disposition: Mapped[str | None] = mapped_column(String(50))
+    disposition_note: Mapped[str | None] = mapped_column(Text)
+    callback_at: Mapped[str | None] = mapped_column(String(100))
+    voicemail_left: Mapped[bool] = mapped_column(Boolean, default=False)
+    added_to_dnc: Mapped[bool] = mapped_column(Boolean, default=False)
+    transcript: Mapped[list[Any] | None] = mapped_column()
+    llm_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    llm_completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    tts_characters: Mapped[int] = mapped_column(Integer, default=0)
+    stt_audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    first_word_latency: Mapped[float | None] = mapped_column(Float)  # seconds after answer
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    attempt: Mapped[Attempt] = relationship(back_populates="call")
+    turns: Mapped[list[Turn]] = relationship(back_populates="call", order_by="Turn.index")
+
+
+class Turn(Base):
+    """Per-turn voice latency of one agent response (seconds)."""
+
+    __tablename__ = "turns"
+    __table_args__ = (UniqueConstraint("call_id", "index", name="uq_turns_call_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    user_text: Mapped[str | None] = mapped_column(Text)
+    agent_text: Mapped[str | None] = mapped_column(Text)
+    end_of_turn_delay: Mapped[float | None] = mapped_column(Float)
+    transcription_delay: Mapped[float | None] = mapped_column(Float)
+    llm_ttft: Mapped[float | None] = mapped_column(Float)
+    tts_ttfb: Mapped[float | None] = mapped_column(Float)
+    total_latency: Mapped[float | None] = mapped_column(Float)
+
+    call: Mapped[CallRecord] = relationship(back_populates="turns")
