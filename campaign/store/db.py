@@ -73,7 +73,8 @@ class Ledger:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as exc:
-            raise LedgerError(f"cannot reach the ledger at {self.safe_url}: {exc.orig}") from None
+            reason = " ".join(str(exc.orig).split())  # drivers' messages span lines
+            raise LedgerError(f"cannot reach the ledger at {self.safe_url}: {reason}") from None
 
     def is_current(self) -> bool:
         """True when the schema is at the newest migration."""
