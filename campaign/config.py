@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     Every field is documented in `.env.example`; keep the two in step.
     """
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     livekit_url: str = Field(default="ws://127.0.0.1:7880", alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", alias="LIVEKIT_API_KEY")
