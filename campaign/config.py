@@ -47,6 +47,13 @@ class Settings(BaseSettings):
 
     agent_name: str = Field(default="campaign-agent", alias="AGENT_NAME")
     agent_providers: ProviderMode = Field(default=ProviderMode.CLOUD, alias="AGENT_PROVIDERS")
+    # The worker's health endpoint; 0 picks a free port (tests run several workers).
+    agent_http_port: int = Field(default=8081, ge=0, le=65535, alias="AGENT_HTTP_PORT")
+    # CPU load (0..1) above which the worker stops taking calls; LiveKit's default is 0.7.
+    agent_load_threshold: float = Field(default=0.7, gt=0, alias="AGENT_LOAD_THRESHOLD")
+    # 0: the worker's load is the machine's CPU use (LiveKit's default). N: calls in progress
+    # / N, for hosts shared with busy processes; LiveKit routes while load < 0.7 (N=10: 7 calls).
+    agent_max_calls: int = Field(default=0, ge=0, alias="AGENT_MAX_CALLS")
 
     deepgram_api_key: SecretStr = Field(default=SecretStr(""), alias="DEEPGRAM_API_KEY")
     openai_api_key: SecretStr = Field(default=SecretStr(""), alias="OPENAI_API_KEY")

@@ -1,0 +1,104 @@
+"""The words the offline stack listens for.
+
+Pocketsphinx in free dictation garbles telephone speech; a small language model
+built from the phrases a call can contain (the script's keywords and do-not-call
+phrases, voicemail greetings, everyday replies) catches the words that matter.
+The same voicemail phrases drive the rule-based answering machine detection.
+"""
+
+from __future__ import annotations
+
+import re
+
+from campaign.contract import Script
+
+#: A greeting that offers to take a message: leave the voicemail.
+VOICEMAIL_PHRASES: tuple[str, ...] = (
+    "leave a message",
+    "leave your name",
+    "leave your message",
+    "after the tone",
+    "after the beep",
+    "at the tone",
+    "can't take your call",
+    "cannot take your call",
+    "not available",
+    "you have reached",
+    "you've reached",
+    "record your message",
+    "voicemail",
+    "voice mail",
+    "get back to you",
+)
+
+#: A greeting that says no message can be left.
+UNAVAILABLE_PHRASES: tuple[str, ...] = (
+    "mailbox is full",
+    "mailbox has not been set up",
+    "has not been set up",
+    "cannot accept messages",
+    "not accepting messages",
+)
+
+#: A menu rather than a person or a mailbox.
+IVR_PHRASES: tuple[str, ...] = (
+    "press one",
+    "press two",
+    "press three",
+    "press zero",
+    "press the pound key",
+    "for english press",
+)
+
+#: What people say on the phone that carries no disposition.
+EVERYDAY_REPLIES: tuple[str, ...] = (
+    "hello",
+    "hello who is this",
+    "who is this",
+    "what is this about",
+    "yes",
+    "yes i am",
+    "no",
+    "no thanks",
+    "no thank you",
+    "sure",
+    "okay",
+    "sorry",
+    "sorry i can't talk right now",
+    "thank you",
+    "goodbye",
+    "bye",
+)
+
+#: Sentence frames a keyword is heard in, so the model knows its neighbours.
+_CARRIERS: tuple[str, ...] = ("{}", "yes {}", "no {}", "i am {}", "call me {}", "please call me {}")
+
+_NOT_SPOKEN = re.compile(r"[^a-z' ]+")
+
+
+def normalize(text: str) -> str:
+    """Lower case, letters, apostrophes and single spaces: how phrases are compared."""
+    return " ".join(_NOT_SPOKEN.sub(" ", text.lower()).split())
+
+
+def contains_phrase(text: str, phrase: str) -> bool:
+    """Whether `phrase` occurs in `text` as whole words (both normalized here)."""
+    return f" {normalize(phrase)} " in f" {normalize(text)} "
+
+
+def corpus(script: Script) -> list[str]:
+    """The sentences the offline speech model is built from, normalized, no duplicates."""
+    lines: list[str] = []
+    for keyword in script.keywords:
+        lines.extend(carrier.format(keyword) for carrier in _CARRIERS)
+    lines.extend(script.do_not_call_phrases)
+    lines.extend(f"please {phrase}" for phrase in script.do_not_call_phrases)
+    lines.extend(VOICEMAIL_PHRASES)
+    lines.extend(UNAVAILABLE_PHRASES)
+    lines.extend(IVR_PHRASES)
+    lines.extend(EVERYDAY_REPLIES)
+    seen: dict[str, None] = {}
+    for line in lines:
+        if text := normalize(line):
+            seen.setdefault(text, None)
+    return list(seen)

@@ -1,0 +1,303 @@
+"""The LiveKit Agents worker: one job per call attempt, dispatched by name.
+
+Run it the framework's way: `python -m agent start` (or `dev`). For each job it
+parses the `DialRequest` from the dispatch metadata, starts the session before
+the callee answers, runs answering machine detection, then either holds the
+scripted conversation or leaves the voicemail message, and records the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from functools import lru_cache
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io
+from livekit.agents.utils.participant import wait_for_participant_attribute
+from livekit.agents.voice.amd import AMD, AMDCategory, AMDPredictionEvent
+from livekit.agents.worker import ServerEnvOption
+from livekit.plugins import silero
+from pydantic import ValidationError
+
+from agent.assistant import Assistant, CallState, HangUp, script_variables
+from agent.providers import Providers, build_providers, preload_turn_detector
+from agent.recorder import CallRecorder
+from campaign.config import Settings, get_settings
+from campaign.contract import DialRequest
+from campaign.outcomes import AmdResult, EndReason
+from campaign.store import Ledger, open_ledger
+
+logger = logging.getLogger(__name__)
+
+READY_MESSAGE = "Agent is ready"
+_SIP_CALL_STATUS = "sip.callStatus"
+_SIP_ACTIVE = "active"
+#: The dialer dials right after the agent joins; a SIP participant that never shows up
+#: means the dial was abandoned.
+PARTICIPANT_WAIT_S = 120.0
+#: Callee silence after the agent spoke before it asks again (or says goodbye).
+USER_SILENCE_S = 8.0
+#: Quiet needed after a voicemail greeting (and its beep) before leaving the message.
+BEEP_QUIET_S = 1.0
+BEEP_WAIT_MAX_S = 10.0
+
+_AMD_RESULTS = {
+    AMDCategory.HUMAN: AmdResult.HUMAN,
+    AMDCategory.MACHINE_VM: AmdResult.MACHINE,
+    AMDCategory.MACHINE_IVR: AmdResult.MACHINE,
+    AMDCategory.MACHINE_UNAVAILABLE: AmdResult.MACHINE,
+    AMDCategory.UNCERTAIN: AmdResult.UNCERTAIN,
+}
+
+
+def build_server(settings: Settings) -> AgentServer:
+    """The agent server, named and sized from settings."""
+    max_calls = settings.agent_max_calls
+
+    def calls_load(worker: AgentServer) -> float:
+        return len(worker.active_jobs) / max_calls
+
+    server = AgentServer(
+        setup_fnc=prewarm,
+        # `dev` keeps LiveKit's free port; `start` serves health checks on the set one
+        port=ServerEnvOption(dev_default=0, prod_default=settings.agent_http_port),
+        # counting calls, LiveKit's own routing (load < 0.7) is the cap: the worker's
+        # guess for jobs not yet started would turn a burst of calls away
+        load_threshold=math.inf if max_calls else settings.agent_load_threshold,
+        load_fnc=calls_load if max_calls else None,  # None: LiveKit's CPU-based load
+    )
+    server.rtc_session(entrypoint, agent_name=settings.agent_name)
+
+    @server.on("worker_registered")
+    def _ready(worker_id: str, _server_info: object) -> None:
+        logger.info("%s: %s (worker %s)", READY_MESSAGE, settings.agent_name, worker_id)
+
+    return server
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Per process, before any job: load the VAD and the local turn-detector model."""
+    proc.userdata["vad"] = silero.VAD.load()
+    preload_turn_detector()
+
+
+@lru_cache(maxsize=2)
+def _ledger(url: str) -> Ledger:
+    # the worker's start-up migrated the schema; each job process only connects
+    return open_ledger(url, migrate=False)
+
+
+def parse_dial_request(metadata: str) -> DialRequest | None:
+    """The job's `DialRequest`, or None after logging one line on what is wrong."""
+    try:
+        return DialRequest.model_validate_json(metadata or "")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'metadata'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        logger.error("rejecting job: bad DialRequest in dispatch metadata: %s", problems)
+        return None
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    request = parse_dial_request(ctx.job.metadata)
+    if request is None:
+        ctx.shutdown(reason="bad dial request")
+        return
+    ctx.log_context_fields = {
+        "campaign": request.campaign,
+        "contact_id": request.contact_id,
+        "attempt_id": request.attempt_id,
+        "phone": request.phone_masked,
+    }
+    settings = get_settings()
+    ledger = _ledger(settings.database_url)
+    call = CallState()
+    recorder = CallRecorder(ledger=ledger, request=request, room_name=ctx.room.name, call=call)
+    ctx.add_shutdown_callback(recorder.finish)
+
+    def hang_up() -> asyncio.Future[object]:
+        """End the call for everyone: deleting the room drops the SIP leg too.
+
+        The job context tracks the deletion, so callers need not await it."""
+        return ctx.delete_room()
+
+    try:
+        providers = build_providers(
+            settings,
+            script=request.script,
+            variables=script_variables(request),
+            vad_model=ctx.proc.userdata["vad"],
+        )
+        session: AgentSession[Any] = AgentSession(
+            stt=providers.stt,
+            llm=providers.llm,
+            tts=providers.tts,
+            vad=providers.vad,
+            turn_handling=providers.turn_handling,
+        )
+        recorder.watch(session)
+        session.on(
+            "agent_state_changed",
+            lambda ev: logger.debug("agent %s -> %s", ev.old_state, ev.new_state),
+        )
+        session.on(
+            "user_state_changed",
+            lambda ev: logger.debug("callee %s -> %s", ev.old_state, ev.new_state),
+        )
+        assistant = Assistant(request=request, call=call, ledger=ledger, hang_up=hang_up)
+        # started before the callee answers, so not a word of theirs is lost
+        await session.start(
+            agent=assistant,
+            room=ctx.room,
+            room_options=room_io.RoomOptions(
+                audio_input=room_io.AudioInputOptions(
+                    sample_rate=providers.input_sample_rate,
+                    noise_cancellation=providers.noise_cancellation,
+                ),
+                participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_SIP],
+                delete_room_on_close=True,
+            ),
+        )
+        await _run_call(ctx, session, assistant, recorder, providers, request, hang_up)
+    except Exception as exc:
+        # recorded, then re-raised for the framework to log and end the job
+        recorder.fail(exc)
+        raise
+
+
+async def _run_call(
+    ctx: JobContext,
+    session: AgentSession[Any],
+    assistant: Assistant,
+    recorder: CallRecorder,
+    providers: Providers,
+    request: DialRequest,
+    hang_up: HangUp,
+) -> None:
+    call = assistant.call
+    try:
+        participant = await asyncio.wait_for(
+            ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP),
+            timeout=PARTICIPANT_WAIT_S,
+        )
+    except TimeoutError:
+        logger.warning("no SIP participant joined within %.0f s; ending", PARTICIPANT_WAIT_S)
+        call.end(EndReason.NEVER_ANSWERED)
+        await hang_up()
+        return
+    except RuntimeError:
+        logger.info("the room closed before the call was placed")
+        call.end(EndReason.NEVER_ANSWERED)
+        return
+
+    def _on_disconnected(gone: rtc.RemoteParticipant) -> None:
+        if gone.identity == participant.identity:
+            recorder.callee_left()
+            hang_up()
+
+    ctx.room.on("participant_disconnected", _on_disconnected)
+
+    detector = AMD(
+        session,
+        llm=providers.amd_llm,
+        stt=None,  # classify the session's own transcripts
+        participant_identity=participant.identity,
+        ivr_detection=False,
+        suppress_compatibility_warning=True,
+    )
+    async with detector:
+        try:
+            await wait_for_participant_attribute(
+                ctx.room,
+                identity=participant.identity,
+                attribute=_SIP_CALL_STATUS,
+                value=_SIP_ACTIVE,
+            )
+        except RuntimeError:
+            logger.info("the call ended before it was answered")
+            recorder.callee_left()
+            return
+        recorder.mark_answered()
+        logger.info("answered")
+        _limit_duration(request, call, hang_up)
+        verdict = await detector.execute()
+
+    call.amd_result = _AMD_RESULTS[verdict.category]
+    logger.info("answering machine detection: %s (%s)", verdict.category.value, verdict.reason)
+    if verdict.is_machine:
+        await _leave_voicemail(session, request, call, verdict, hang_up)
+        return
+
+    _prompt_on_silence(session, call)
+    assistant.greet()
+
+
+async def _leave_voicemail(
+    session: AgentSession[Any],
+    request: DialRequest,
+    call: CallState,
+    verdict: AMDPredictionEvent,
+    hang_up: HangUp,
+) -> None:
+    message = request.script.voicemail_message
+    if message and verdict.category is AMDCategory.MACHINE_VM:
+        await _wait_for_quiet(session)
+        handle = session.say(
+            request.script.render(message, script_variables(request)), allow_interruptions=False
+        )
+        await handle
+        call.voicemail_left = not handle.interrupted
+        logger.info("voicemail message %s", "left" if call.voicemail_left else "cut off")
+    call.end(EndReason.AGENT_HANGUP)
+    await hang_up()
+
+
+async def _wait_for_quiet(session: AgentSession[Any]) -> None:
+    """Wait (bounded) until the greeting and its beep are over: a second of silence."""
+    deadline = time.monotonic() + BEEP_WAIT_MAX_S
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        if session.user_state == "speaking":
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= BEEP_QUIET_S:
+            return
+        await asyncio.sleep(0.1)
+
+
+def _prompt_on_silence(session: AgentSession[Any], call: CallState) -> None:
+    """A callee silent for USER_SILENCE_S after the agent spoke gets the question again,
+    then a goodbye (the LLM decides which)."""
+    timer: asyncio.TimerHandle | None = None
+
+    def _prompt() -> None:
+        if call.end_reason is None and session.agent_state == "listening":
+            session.generate_reply(
+                instructions="The callee has said nothing. Ask again once, or say goodbye "
+                "and end the call."
+            )
+
+    def _rearm(*_: object) -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.cancel()
+            timer = None
+        if session.agent_state == "listening" and session.user_state != "speaking":
+            timer = asyncio.get_running_loop().call_later(USER_SILENCE_S, _prompt)
+
+    session.on("agent_state_changed", _rearm)
+    session.on("user_state_changed", _rearm)
+
+
+def _limit_duration(request: DialRequest, call: CallState, hang_up: HangUp) -> None:
+    def _expired() -> None:
+        logger.info("maximum call duration (%.0f s) reached", request.max_call_duration_s)
+        call.end(EndReason.MAX_DURATION)
+        hang_up()
+
+    asyncio.get_running_loop().call_later(request.max_call_duration_s, _expired)
