@@ -1,0 +1,700 @@
+"""The `dialer` command. Thin on purpose: parse options, call one function, print.
+
+Each command is one function; output helpers sit at the bottom. Errors the user
+can fix (a bad sheet, settings, an unreachable ledger) print one red line and
+exit 1 (input) or 2 (environment), never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from dotenv import load_dotenv
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape as rich_escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from campaign import dialer, preflight
+from campaign.call import CallError, call_number
+from campaign.config import SettingsError, get_settings
+from campaign.contacts import (
+    Progress as ProgressCallback,
+)
+from campaign.contacts import (
+    Reason,
+    SheetError,
+    SheetResult,
+    check_region,
+    normalise_number,
+    read_sheet,
+    validate_sheet,
+)
+from campaign.live_view import status_table
+from campaign.report import ReportError, write_report
+from campaign.scheduler import RunResult, ScheduleError, ScheduleView, campaign_scheduler
+from campaign.store import Ledger, LedgerError, open_ledger
+from campaign.store import imports as store
+
+app = typer.Typer(
+    name="dialer",
+    help="Outbound campaign dialer for AI voice agents on LiveKit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dnc_app = typer.Typer(help="The do-not-call list (applied at import and before each dial).")
+app.add_typer(dnc_app, name="dnc", no_args_is_help=True)
+schedule_app = typer.Typer(help="Nightly campaign runs, fired by `dialer scheduler`.")
+app.add_typer(schedule_app, name="schedule", no_args_is_help=True)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+#: sheets with more rows than this get a progress bar
+PROGRESS_ROWS = 10_000
+#: problem rows listed by the table output before "... and N more"
+TABLE_LIMIT = 50
+DEFAULT_REGION = "US"
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+class DoctorFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Ledger URL; default: DIALER_DATABASE_URL.")
+]
+RegionOption = Annotated[
+    str | None,
+    typer.Option("--region", help="Default region (ISO code: US, GB, ...) for numbers without +."),
+]
+PhoneColumnOption = Annotated[
+    str | None,
+    typer.Option("--phone-column", help="Phone column by header, letter (B) or number (2)."),
+]
+SheetOption = Annotated[
+    str | None, typer.Option("--sheet", help="Excel sheet to read (default: the first).")
+]
+FileArgument = Annotated[Path, typer.Argument(help="CSV, XLSX or XLS file.", show_default=False)]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Our own errors become one red line and an exit code instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (SheetError, ScheduleError) as exc:
+            fail(str(exc), code=1)
+        except (SettingsError, LedgerError) as exc:
+            fail(str(exc), code=2)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+@friendly_errors
+def check(
+    file: FileArgument,
+    region: RegionOption = None,
+    phone_column: PhoneColumnOption = None,
+    sheet: SheetOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Check a contact sheet: which rows are dialable and why the rest are not. Writes nothing."""
+    region_code = check_region(region or DEFAULT_REGION)
+    with _reading(file):
+        data = read_sheet(file, sheet=sheet)
+    with _progress(len(data)) as progress:
+        result = validate_sheet(
+            data, region=region_code, phone_column=phone_column, progress=progress
+        )
+    if output is OutputFormat.JSON:
+        _print_json(result.to_json())
+    elif output is OutputFormat.CSV:
+        _print_rows_csv(result)
+    else:
+        _print_check_table(result)
+
+
+@app.command("import")
+@friendly_errors
+def import_(
+    file: FileArgument,
+    campaign: Annotated[str, typer.Option("--campaign", help="Campaign name (created if new).")],
+    region: RegionOption = None,
+    phone_column: PhoneColumnOption = None,
+    sheet: SheetOption = None,
+    db: DbOption = None,
+) -> None:
+    """Import a contact sheet into a campaign (idempotent: numbers are keyed on E.164)."""
+    ledger = _ledger(db)
+    with _reading(file):
+        data = read_sheet(file, sheet=sheet)
+    with _progress(len(data)) as progress:
+        summary, result = store.import_sheet(
+            ledger,
+            data,
+            campaign=campaign,
+            region=region,
+            default_region=DEFAULT_REGION,
+            phone_column=phone_column,
+            progress=progress,
+        )
+    _print_import_summary(summary, result)
+
+
+@app.command()
+@friendly_errors
+def campaigns(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) -> None:
+    """List campaigns with their contact counts."""
+    ledger = _ledger(db)
+    with ledger.session() as session:
+        counts = store.campaign_counts(session)
+    if output is OutputFormat.JSON:
+        _print_json([_jsonable(vars_of(count)) for count in counts])
+        return
+    if output is OutputFormat.CSV:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["name", "region", "status", "contacts", "rejections", "by_status"])
+        for count in counts:
+            statuses = ";".join(f"{k}={v}" for k, v in sorted(count.by_status.items()))
+            writer.writerow(
+                [count.name, count.region, count.status, count.contacts, count.rejections, statuses]
+            )
+        return
+    if not counts:
+        out.print("No campaigns yet. Create one with: dialer import FILE --campaign NAME")
+        return
+    table = Table("Campaign", "Region", "Status", "Contacts", "By status", "Rejected", "Created")
+    for count in counts:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(count.by_status.items()))
+        table.add_row(
+            count.name,
+            count.region,
+            count.status,
+            str(count.contacts),
+            statuses or "-",
+            str(count.rejections),
+            count.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+
+
+@dnc_app.command("add")
+@friendly_errors
+def dnc_add(
+    numbers: Annotated[list[str], typer.Argument(help="Numbers to list.", show_default=False)],
+    region: RegionOption = None,
+    note: Annotated[str | None, typer.Option("--note", help="Why (kept with the entry).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Put numbers on the do-not-call list."""
+    region_code = check_region(region or DEFAULT_REGION)
+    parsed = [normalise_number(number, region_code) for number in numbers]
+    bad = [item.raw for item in parsed if item.e164 is None or item.reason is Reason.INVALID]
+    if bad:
+        raise SheetError(f"not a valid phone number: {', '.join(repr(raw) for raw in bad)}")
+    ledger = _ledger(db)
+    with ledger.session() as session:
+        added = store.add_dnc(session, [item.e164 for item in parsed if item.e164], note=note)
+    out.print(f"Added {added.added} number(s); {added.already_listed} already listed.")
+
+
+@dnc_app.command("import")
+@friendly_errors
+def dnc_import(
+    file: FileArgument,
+    region: RegionOption = None,
+    phone_column: PhoneColumnOption = None,
+    sheet: SheetOption = None,
+    db: DbOption = None,
+) -> None:
+    """Put every number of a sheet on the do-not-call list."""
+    region_code = check_region(region or DEFAULT_REGION)
+    ledger = _ledger(db)
+    with _reading(file):
+        data = read_sheet(file, sheet=sheet)
+    with _progress(len(data)) as progress:
+        result = validate_sheet(
+            data, region=region_code, phone_column=phone_column, progress=progress
+        )
+    numbers = result.numbers()
+    with ledger.session() as session:
+        added = store.add_dnc(session, numbers, source="import", note=Path(file).name)
+    unreadable = len(result.rows_without_number())
+    out.print(
+        f"Added {added.added} number(s) from {file}; {added.already_listed} already listed;"
+        f" {unreadable} row(s) without a valid number."
+    )
+
+
+@dnc_app.command("remove")
+@friendly_errors
+def dnc_remove(
+    numbers: Annotated[list[str], typer.Argument(help="Numbers to take off.", show_default=False)],
+    region: RegionOption = None,
+    db: DbOption = None,
+) -> None:
+    """Take numbers off the do-not-call list."""
+    region_code = check_region(region or DEFAULT_REGION)
+    e164s = [normalise_number(number, region_code).e164 or number for number in numbers]
+    ledger = _ledger(db)
+    with ledger.session() as session:
+        removed = store.remove_dnc(session, e164s)
+    out.print(f"Removed {removed} number(s).")
+
+
+@dnc_app.command("list")
+@friendly_errors
+def dnc_list(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) -> None:
+    """Show the do-not-call list."""
+    ledger = _ledger(db)
+    with ledger.session() as session:
+        entries: list[dict[str, Any]] = [
+            {
+                "e164": entry.e164,
+                "source": entry.source,
+                "note": entry.note,
+                "added_at": entry.added_at.isoformat(),
+            }
+            for entry in store.dnc_entries(session)
+        ]
+    if output is OutputFormat.JSON:
+        _print_json(entries)
+    elif output is OutputFormat.CSV:
+        writer = csv.DictWriter(sys.stdout, fieldnames=["e164", "source", "note", "added_at"])
+        writer.writeheader()
+        writer.writerows(entries)
+    elif not entries:
+        out.print("The do-not-call list is empty.")
+    else:
+        table = Table("Number", "Source", "Added", "Note")
+        for item in entries:
+            table.add_row(item["e164"], item["source"], item["added_at"][:16], item["note"] or "")
+        out.print(table)
+        out.print(f"{len(entries)} number(s).")
+
+
+# --------------------------------------------------------------------------- dialing
+
+NameArgument = Annotated[str, typer.Argument(help="Campaign name.", show_default=False)]
+
+
+@app.command()
+@friendly_errors
+def run(
+    campaign_file: Annotated[
+        Path, typer.Argument(help="The campaign file (campaigns/NAME.yaml).", show_default=False)
+    ],
+    until: Annotated[
+        str | None, typer.Option("--until", help="Claim nothing from this time: HH:MM or ISO.")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", min=1, help="Stop after N attempts.")
+    ] = None,
+    max_wait: Annotated[
+        str, typer.Option("--max-wait", help="Wait at most this long for the next due contact.")
+    ] = "15m",
+    db: DbOption = None,
+) -> None:
+    """Run a campaign until nothing is due or dialable. Ctrl-C drains; twice hangs up."""
+    try:
+        report = dialer.run_file(
+            campaign_file, db=db, until=until, max_attempts=max_attempts, max_wait=max_wait
+        )
+    except dialer.USER_ERRORS as exc:
+        fail(str(exc))
+    out.print(status_table(report.summary))
+    out.print(f"{report.stats.stop_reason}; workbook: {report.workbook}")
+
+
+@app.command()
+@friendly_errors
+def doctor(
+    campaign_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Also check this campaign file, its sheets and hours.", show_default=False
+        ),
+    ] = None,
+    db: DbOption = None,
+    output: Annotated[
+        DoctorFormat, typer.Option("--format", help="Output format.")
+    ] = DoctorFormat.TEXT,
+) -> None:
+    """Check everything a campaign needs, one line per check; exit 1 if any fails."""
+    report = preflight.doctor(campaign_file, db=db)
+    if output is DoctorFormat.JSON:
+        _print_json(report.to_json())
+    else:
+        _print_doctor(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def call(
+    number: Annotated[str, typer.Argument(help="The number to call.", show_default=False)],
+    campaign: Annotated[
+        str | None, typer.Option("--campaign", help="Call as this stored campaign would.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Call as this campaign file would.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The callee's name.")] = None,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="A script variable, key=value (repeatable).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Place one test call the campaign's way, live; recorded as a test call."""
+    try:
+        report = call_number(
+            number,
+            campaign=campaign,
+            config_file=config,
+            name=name,
+            variables=var,
+            db=db,
+            on_event=lambda at, text: out.print(f"{at:6.1f} s  {text}"),
+        )
+    except (CallError, *dialer.USER_ERRORS) as exc:
+        fail(str(exc))
+    out.print(f"[bold]Test call to {report.masked}[/bold]", markup=True)
+    for line in report.lines():
+        out.print(line)
+
+
+@app.command()
+@friendly_errors
+def status(name: NameArgument, db: DbOption = None) -> None:
+    """Where a campaign stands, from the ledger (works while it runs elsewhere)."""
+    try:
+        out.print(status_table(dialer.status(_ledger(db), name)))
+    except dialer.USER_ERRORS as exc:
+        fail(str(exc))
+
+
+def _control(action: str, name: str, db: str | None) -> None:
+    try:
+        out.print(dialer.control(_ledger(db), name, action))
+    except dialer.USER_ERRORS as exc:
+        fail(str(exc))
+
+
+@app.command()
+@friendly_errors
+def pause(name: NameArgument, db: DbOption = None) -> None:
+    """Stop claiming new contacts; calls in flight finish."""
+    _control("pause", name, db)
+
+
+@app.command()
+@friendly_errors
+def resume(name: NameArgument, db: DbOption = None) -> None:
+    """Claim contacts again after a pause (or reopen a cancelled campaign)."""
+    _control("resume", name, db)
+
+
+@app.command()
+@friendly_errors
+def cancel(name: NameArgument, db: DbOption = None) -> None:
+    """Hang up calls in flight and close every contact still waiting."""
+    _control("cancel", name, db)
+
+
+@app.command()
+@friendly_errors
+def report(
+    name: NameArgument,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Workbook path; default: <reports dir>/<campaign>-<YYYYMMDD-HHMM>.xlsx."
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Write the campaign workbook: summary, contacts, attempts, turns, rejected rows, charts."""
+    try:
+        path = write_report(_ledger(db), name, out_path)
+    except ReportError as exc:
+        fail(str(exc))
+    out.print(f"Workbook: {path}")
+
+
+CampaignsDirOption = Annotated[
+    Path, typer.Option("--campaigns-dir", help="Folder of <campaign>.yaml files and inboxes.")
+]
+
+
+@schedule_app.command("add")
+@friendly_errors
+def schedule_add(
+    campaign: Annotated[str, typer.Argument(help="Campaign name (campaigns/<name>.yaml).")],
+    cron: Annotated[str, typer.Option("--cron", help='Crontab, e.g. "0 19 * * 1-5".')],
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone, e.g. America/New_York.")],
+    grace: Annotated[
+        int, typer.Option("--grace", min=1, help="Minutes late a run may still start.")
+    ] = 60,
+    campaigns_dir: CampaignsDirOption = Path("campaigns"),
+    db: DbOption = None,
+) -> None:
+    """Run a campaign on a cron schedule."""
+    service = campaign_scheduler(get_settings(), database_url=db, campaigns_dir=campaigns_dir)
+    view = service.add(campaign, cron, tz, timedelta(minutes=grace))
+    out.print(f"Schedule {view.id} added: {_schedule_line(view)}")
+
+
+@schedule_app.command("list")
+@friendly_errors
+def schedule_list(
+    campaigns_dir: CampaignsDirOption = Path("campaigns"), db: DbOption = None
+) -> None:
+    """Show the schedules, their next and last runs."""
+    service = campaign_scheduler(get_settings(), database_url=db, campaigns_dir=campaigns_dir)
+    views = service.schedules()
+    if not views:
+        out.print(
+            'No schedules. Add one with: dialer schedule add NAME --cron "0 19 * * 1-5" --tz ZONE'
+        )
+        return
+    table = Table("ID", "Campaign", "Cron", "Time zone", "Grace", "Next run", "Last run")
+    for view in views:
+        last = view.last_run
+        table.add_row(
+            str(view.id),
+            view.campaign,
+            view.cron,
+            view.timezone,
+            f"{view.misfire_grace.total_seconds() / 60:.0f} min",
+            f"{view.next_run:%Y-%m-%d %H:%M %Z}" if view.next_run else "[red]no job[/red]",
+            f"{last.status} {last.started_at.astimezone():%Y-%m-%d %H:%M}" if last else "-",
+        )
+    out.print(table)
+
+
+@schedule_app.command("remove")
+@friendly_errors
+def schedule_remove(
+    schedule_id: Annotated[int, typer.Argument(help="ID from `dialer schedule list`.")],
+    campaigns_dir: CampaignsDirOption = Path("campaigns"),
+    db: DbOption = None,
+) -> None:
+    """Remove a schedule (a run in progress finishes)."""
+    service = campaign_scheduler(get_settings(), database_url=db, campaigns_dir=campaigns_dir)
+    service.remove(schedule_id)
+    out.print(f"Schedule {schedule_id} removed.")
+
+
+@schedule_app.command("run-now")
+@friendly_errors
+def schedule_run_now(
+    campaign: Annotated[str, typer.Argument(help="Campaign name (campaigns/<name>.yaml).")],
+    campaigns_dir: CampaignsDirOption = Path("campaigns"),
+    db: DbOption = None,
+) -> None:
+    """Do a scheduled run now, in the foreground: import what is new, dial, write the workbook."""
+    service = campaign_scheduler(get_settings(), database_url=db, campaigns_dir=campaigns_dir)
+    result = service.run_now(campaign)
+    _print_run(result)
+
+
+@app.command("scheduler")
+@friendly_errors
+def scheduler_(campaigns_dir: CampaignsDirOption = Path("campaigns"), db: DbOption = None) -> None:
+    """Fire the schedules (long-running; SIGTERM lets calls in flight finish, then exits 0)."""
+    campaign_scheduler(get_settings(), database_url=db, campaigns_dir=campaigns_dir).serve()
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """Console-script entry point: environment, logging, then the command."""
+    load_dotenv()
+    try:
+        level = get_settings().log_level
+    except SettingsError as exc:
+        fail(str(exc), code=2)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+    )
+    # Alembic narrates every migration step at INFO; only its problems matter here.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    app()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def fail(message: str, *, code: int = 1) -> NoReturn:
+    """One red line on stderr, then exit."""
+    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _ledger(db: str | None) -> Ledger:
+    return open_ledger(db or get_settings().database_url)
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    with err.status(f"Reading {file} ..."):
+        yield
+
+
+@contextmanager
+def _progress(rows: int) -> Iterator[ProgressCallback | None]:
+    """A progress bar on stderr for big sheets (stdout may carry JSON)."""
+    if rows <= PROGRESS_ROWS:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("Checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task = bar.add_task("rows", total=rows)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield advance
+
+
+def vars_of(item: Any) -> dict[str, Any]:
+    return {name: getattr(item, name) for name in item.__dataclass_fields__}
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in data.items()}
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False))
+
+
+def _print_rows_csv(result: SheetResult) -> None:
+    rows: list[tuple[int, list[Any]]] = []
+    for c in result.accepted:
+        zones = " ".join(c.timezones)
+        rows.append((c.row, [c.row, "accepted", c.e164, c.raw, "", "", c.name, zones, c.extension]))
+    for d in result.duplicates:
+        rows.append((d.row, [d.row, "duplicate", d.e164, d.raw, "", d.duplicate_of_row]))
+    for r in result.rejected:
+        rows.append((r.row, [r.row, "rejected", r.e164, r.raw, r.reason.value]))
+    writer = csv.writer(sys.stdout)
+    writer.writerow(
+        ["row", "status", "e164", "raw", "reason", "duplicate_of_row", "name", "timezones", "ext"]
+    )
+    for _, row in sorted(rows, key=lambda item: item[0]):
+        writer.writerow(row)
+
+
+def _print_check_table(result: SheetResult) -> None:
+    columns = result.columns
+    out.print(f"[bold]{result.source}[/bold]  region {result.region}", markup=True)
+    found = ", ".join(f"{k}: {v}" for k, v in columns.items() if v)
+    out.print(f"columns  {found}")
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.reasons().items()))
+    out.print(
+        f"rows {result.rows}  [green]accepted {len(result.accepted)}[/green]"
+        f"  duplicates {len(result.duplicates)}"
+        f"  [red]rejected {len(result.rejected)}[/red]" + (f" ({reasons})" if reasons else ""),
+        markup=True,
+    )
+    problems = [(r.row, r.raw, r.reason.value) for r in result.rejected]
+    problems += [
+        (d.row, d.raw, f"duplicate of row {d.duplicate_of_row}") for d in result.duplicates
+    ]
+    problems += [(row, "", message) for row, message in result.warnings]
+    if not problems:
+        return
+    problems.sort(key=lambda item: item[0])
+    table = Table("Row", "Cell", "Problem")
+    for row, raw, problem in problems[:TABLE_LIMIT]:
+        table.add_row(str(row), raw, problem)
+    out.print(table)
+    if len(problems) > TABLE_LIMIT:
+        out.print(f"... and {len(problems) - TABLE_LIMIT} more (use --format csv for all)")
+
+
+def _print_import_summary(summary: store.ImportSummary, result: SheetResult) -> None:
+    out.print(f"[bold]{summary.campaign}[/bold] <- {summary.source}", markup=True)
+    out.print(
+        f"rows {summary.rows}  [green]new {summary.new}[/green]"
+        f"  already in campaign {summary.already_present}"
+        f"  duplicates {summary.duplicates}  [red]rejected {summary.rejected}[/red]"
+        f" (do-not-call {summary.dnc})",
+        markup=True,
+    )
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.reasons().items()))
+    if reasons:
+        out.print(f"rejected by reason: {reasons}  (see `dialer check` for the rows)")
+
+
+_DOCTOR_MARKS = {
+    preflight.Status.PASS: "[green]PASS[/green]",
+    preflight.Status.WARN: "[yellow]WARN[/yellow]",
+    preflight.Status.FAIL: "[red]FAIL[/red]",
+    preflight.Status.SKIP: "[dim]SKIP[/dim]",
+}
+
+
+def _print_doctor(report: preflight.DoctorReport) -> None:
+    for check in report.checks:
+        fix = f" [bold]fix:[/bold] {check.fix}" if check.fix and check.status != "pass" else ""
+        line = f"{_DOCTOR_MARKS[check.status]}  {check.name:<14}{rich_escape(check.detail)}"
+        out.print(line + (" —" + fix if fix else ""), markup=True, soft_wrap=True)
+    failed = sum(check.status is preflight.Status.FAIL for check in report.checks)
+    out.print("All checks passed." if not failed else f"{failed} check(s) failed.")
+
+
+def _schedule_line(view: ScheduleView) -> str:
+    next_run = f"{view.next_run:%Y-%m-%d %H:%M %Z}" if view.next_run else "none"
+    return f"campaign {view.campaign}, {view.cron!r} in {view.timezone}; next run {next_run}"
+
+
+def _print_run(result: RunResult) -> None:
+    if result.status in ("done", "interrupted"):
+        out.print(result.line())
+        return
+    fail(result.line(), code=1)

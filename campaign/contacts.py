@@ -1,0 +1,1299 @@
+"""Contact sheets: CSV / XLSX / XLS -> dialable contacts, duplicates and rejections.
+
+`read_sheet` turns a file into strings (delimiter and encoding sniffed, Excel
+read with calamine); `validate_sheet` finds the phone, name and time-zone
+columns and applies the number policy; `normalise_number` does one number.
+
+Policy: a number is parsed with the campaign's default region unless it carries
+its own `+` or `00` prefix; it is accepted only when phonenumbers calls it valid
+and of a dialable type; it is stored as E.164; the first row with an E.164 wins
+and later ones are duplicates. Row numbers are as a spreadsheet shows them
+(header is row 1).
+
+Speed: each distinct raw string is normalised once. Plain inputs (digits with
+common punctuation, the vast majority) take `_FastPath`, which follows
+phonenumbers' own `parse` / `number_type` / time-zone steps with the metadata
+patterns compiled once; everything else goes through phonenumbers itself.
+`tests/unit/test_contacts_numbers.py` holds the two paths to the same answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple, overload
+from zoneinfo import available_timezones
+
+import phonenumbers
+from phonenumbers import PhoneMetadata, PhoneNumberType, re_util
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
+
+log = logging.getLogger(__name__)
+
+# Keep every compiled metadata pattern (phonenumbers' own option; re's cache is too small).
+re_util.enable_pattern_cache()
+
+__all__ = [
+    "Columns",
+    "Duplicate",
+    "NormalisedNumber",
+    "ParsedContact",
+    "Reason",
+    "Rejected",
+    "Sheet",
+    "SheetError",
+    "SheetResult",
+    "check_region",
+    "find_columns",
+    "mask",
+    "normalise_number",
+    "read_sheet",
+    "validate_sheet",
+]
+
+
+class SheetError(ValueError):
+    """The sheet (or an option about it) cannot be used; the message is for the user."""
+
+
+class Reason(StrEnum):
+    """Why a row did not become a contact."""
+
+    EMPTY = "empty"  #: the phone cell is blank
+    UNPARSEABLE = "unparseable"  #: no phone number could be read from the cell
+    INVALID = "invalid"  #: a number, but not a valid one (wrong length, unknown range)
+    NOT_DIALABLE_TYPE = "not_dialable_type"  #: premium-rate, shared-cost, UAN, pager, voicemail
+    DO_NOT_CALL = "do_not_call"  #: on the do-not-call list
+
+
+#: Number types we never dial (cost the callee or reach no person).
+NOT_DIALABLE_TYPES = frozenset(
+    {
+        PhoneNumberType.PREMIUM_RATE,
+        PhoneNumberType.SHARED_COST,
+        PhoneNumberType.UAN,
+        PhoneNumberType.PAGER,
+        PhoneNumberType.VOICEMAIL,
+    }
+)
+
+_TYPE_NAMES = {
+    value: name.lower() for name, value in vars(PhoneNumberType).items() if name.isupper()
+}
+
+
+def mask(e164: str) -> str:
+    """A number for logs: `+1415***2671`."""
+    if len(e164) <= 8:
+        return e164[:2] + "***"
+    return e164[:5] + "***" + e164[-4:]
+
+
+def check_region(region: str) -> str:
+    """The upper-cased ISO region code, or SheetError naming the bad one."""
+    code = region.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise SheetError(f"unknown region {region!r}: use an ISO 3166 code such as US, GB or DE")
+    return code
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+class NormalisedNumber(NamedTuple):
+    """One cell's number after the policy. `reason` is None when it may be dialed."""
+
+    raw: str
+    reason: Reason | None
+    e164: str | None = None  #: set whenever the cell parsed, even when not dialable
+    extension: str | None = None
+    number_type: str | None = None  #: phonenumbers' type in lower case ("mobile", ...)
+    timezones: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+_UNKNOWN_TZ = "Etc/Unknown"
+_PUNCTUATION_CHARS = " \t\u00a0\u2007\u202f\u2009-\u2010\u2011\u2012\u2013\u2014\u2212.()/[]"
+_PUNCTUATION = str.maketrans("", "", _PUNCTUATION_CHARS)
+_ASCII_PUNCTUATION = _PUNCTUATION_CHARS.encode("ascii", "ignore")
+_SCIENTIFIC = re.compile(r"[+-]?(\d)(?:[.,](\d+))?[eE]\+?(\d{1,2})")
+_EXCEL_FLOAT = re.compile(r"(\+?\d+)\.0+")
+_EXCEL_TEXT_FORMULA = re.compile(r'="(.*)"')
+_LEADING_00 = re.compile(r"[\s(]*00")
+# Cell separators between two numbers. A slash is a separator only between two
+# long digit runs ("030/1234567" is one German number).
+_SPLIT = re.compile(r"\s*(?:[,;|\n\r]|\s+(?:or|oder|ou|o|y|and|&|und|et)\s+)\s*", re.I)
+_EXTENSION_ONLY = re.compile(
+    r"(?:ext|extn|extension|x|#|poste|anexo|durchwahl|dw|int)\.?\s*[:.=]?\s*(\d{1,7})|(\d{1,6})",
+    re.I,
+)
+_DIGIT = re.compile(r"\d")
+
+
+def _compact(text: str) -> str:
+    """The cell without spaces, dashes, dots, brackets and slashes."""
+    if text.isascii():  # bytes.translate is three times faster than str.translate
+        return text.encode("ascii").translate(None, _ASCII_PUNCTUATION).decode("ascii")
+    return text.translate(_PUNCTUATION)
+
+
+#: The number types `_number_type_helper` tries after the general description, in its
+#: order, by their PhoneMetadata attribute (fixed line and mobile come last, apart).
+_TYPE_ORDER = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+)
+#: classifier group name -> number type
+_GROUP_TYPES: dict[str, int] = {
+    name: getattr(PhoneNumberType, name.upper())
+    for name in (*_TYPE_ORDER, "fixed_line_or_mobile", "fixed_line", "mobile")
+}
+
+
+def _admitting(desc: Any, length: int) -> str | None:
+    """A description's pattern if it may match a number of this length
+    (`_is_number_matching_desc`: no lengths listed means any length)."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    if desc.possible_length and length not in desc.possible_length:
+        return None
+    pattern: str = desc.national_number_pattern
+    return pattern
+
+
+def _classifier(metadata: Any, length: int) -> re.Pattern[str] | None:
+    """`_number_type_helper` for numbers of one length as one regex: the general
+    description as a look-ahead, then one named alternative per type in the library's
+    order (the first alternative that matches the whole number wins, as there)."""
+    general = _admitting(metadata.general_desc, length)
+    if general is None:
+        return None
+    alternatives = [
+        f"(?P<{name}>{pattern})"
+        for name in _TYPE_ORDER
+        if (pattern := _admitting(getattr(metadata, name), length)) is not None
+    ]
+    fixed = _admitting(metadata.fixed_line, length)
+    mobile = _admitting(metadata.mobile, length)
+    if metadata.same_mobile_and_fixed_line_pattern:
+        mobile = None  # the library never tries mobile on its own then
+        if fixed is not None:
+            alternatives.append(f"(?P<fixed_line_or_mobile>{fixed})")
+    elif fixed is not None:
+        if mobile is not None:
+            alternatives.append(f"(?P<fixed_line_or_mobile>(?=(?:{mobile})\\Z)(?:{fixed}))")
+        alternatives.append(f"(?P<fixed_line>{fixed})")
+    if mobile is not None:
+        alternatives.append(f"(?P<mobile>{mobile})")
+    if not alternatives:
+        return None
+    return re.compile(f"(?=(?:{general})\\Z)(?:{'|'.join(alternatives)})")
+
+
+class _Rules:
+    """One region's metadata, compiled: what `_FastPath` needs from PhoneMetadata."""
+
+    def __init__(self, metadata: Any) -> None:
+        self.region: str = metadata.id
+        self.country_code: int = metadata.country_code
+        self.country_code_str = str(metadata.country_code)
+        general = metadata.general_desc.national_number_pattern
+        self.general = re.compile(general) if general else None
+        self.lengths: tuple[int, ...] = tuple(metadata.general_desc.possible_length)
+        self.local_lengths = frozenset(metadata.general_desc.possible_length_local_only)
+        self.idd = re.compile(metadata.international_prefix or "NonMatch")
+        npp = metadata.national_prefix_for_parsing
+        self.national_prefix = re.compile(npp) if npp else None
+        self.transform: str | None = metadata.national_prefix_transform_rule or None
+        leading = metadata.leading_digits
+        self.leading_digits = re.compile(leading) if leading else None
+        self._metadata = metadata
+        #: by number length, compiled on first use (a sheet holds few lengths)
+        self._classifiers: dict[int, re.Pattern[str] | None] = {}
+
+    def general_matches(self, nsn: str) -> bool:
+        return self.general is not None and self.general.fullmatch(nsn) is not None
+
+    def number_type(self, nsn: str) -> int:
+        """phonenumbers' `_number_type_helper`: one regex call."""
+        length = len(nsn)
+        try:
+            classifier = self._classifiers[length]
+        except KeyError:
+            classifier = self._classifiers[length] = _classifier(self._metadata, length)
+        match = None if classifier is None else classifier.fullmatch(nsn)
+        if match is None or match.lastgroup is None:
+            return PhoneNumberType.UNKNOWN
+        return _GROUP_TYPES[match.lastgroup]
+
+    def length_result(self, nsn: str) -> str:
+        """phonenumbers' `_test_number_length` for the general description."""
+        if not self.lengths:
+            return "invalid_length"
+        actual = len(nsn)
+        if actual in self.local_lengths:
+            return "local_only"
+        if self.lengths[0] == actual:
+            return "possible"
+        if self.lengths[0] > actual:
+            return "too_short"
+        if self.lengths[-1] < actual:
+            return "too_long"
+        return "possible" if actual in self.lengths[1:] else "invalid_length"
+
+    def strip_national_prefix(self, number: str) -> str:
+        """phonenumbers' `_maybe_strip_national_prefix_carrier_code` (carrier code dropped)."""
+        if not number or self.national_prefix is None:
+            return number
+        match = self.national_prefix.match(number)
+        if not match:
+            return number
+        viable = self.general_matches(number)
+        groups = match.groups()
+        if not self.transform or groups[len(groups) - 1] is None:
+            if viable and not self.general_matches(number[match.end() :]):
+                return number
+            return number[match.end() :]
+        transformed = self.national_prefix.sub(self.transform, number, count=1)
+        if viable and not self.general_matches(transformed):
+            return number
+        return transformed
+
+
+@cache
+def _country_rules(country_code: int) -> _Rules | None:
+    """The rules `parse` uses for a number with this country code (its main region's)."""
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    return None if metadata is None else _Rules(metadata)
+
+
+@cache
+def _region_rules(region: str) -> _Rules | None:
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    return None if metadata is None else _Rules(metadata)
+
+
+@cache
+def _type_rules(country_code: int) -> _Rules | tuple[_Rules, ...] | None:
+    """What `region_code_for_number` picks from: the code's only region (taken
+    as it is), or its regions in order (each tried)."""
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    if len(regions) == 1:
+        return _country_rules(country_code)
+    return tuple(rules for region in regions if (rules := _region_rules(region)) is not None)
+
+
+#: country calling codes by their digits
+_COUNTRY_CODES = {str(code): code for code in COUNTRY_CODE_TO_REGION_CODE}
+
+
+#: country codes whose mobile numbers have a place (`is_number_type_geographical`)
+_GEO_MOBILE_CODES = frozenset(
+    code
+    for code in COUNTRY_CODE_TO_REGION_CODE
+    if phonenumbers.is_number_type_geographical(PhoneNumberType.MOBILE, code)
+)
+_GEOGRAPHICAL_TYPES = frozenset({PhoneNumberType.FIXED_LINE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
+
+
+def _known(zones: Sequence[str]) -> tuple[str, ...]:
+    return tuple(zone for zone in zones if zone != _UNKNOWN_TZ)
+
+
+#: the longest TIMEZONE_DATA key starting with each digit: it alone decides the answer
+_ZONE_KEY_LENGTH: dict[str, int] = {}
+for _key in TIMEZONE_DATA:
+    _ZONE_KEY_LENGTH[_key[0]] = max(len(_key), _ZONE_KEY_LENGTH.get(_key[0], 0))
+
+
+def _geographical_zones(digits: str) -> tuple[str, ...]:
+    """`time_zones_for_geographical_number`: the longest prefix in TIMEZONE_DATA."""
+    for length in range(len(digits), 0, -1):
+        zones = TIMEZONE_DATA.get(digits[:length])
+        if zones is not None:
+            return _known(zones)
+    return ()
+
+
+@cache
+def _country_zones(country_code: int) -> tuple[str, ...]:
+    """`_country_level_time_zones_for_number`, prefix lengths and all."""
+    code = str(country_code)
+    for length in range(TIMEZONE_LONGEST_PREFIX, 0, -1):
+        zones = TIMEZONE_DATA.get(code[: 1 + length])
+        if zones is not None:
+            return _known(zones)
+    return ()
+
+
+class _FastPath:
+    """phonenumbers' parse + number_type for input that is only `+` and ASCII digits.
+
+    Each step mirrors the library function named in its comment, so results are
+    the library's; `None` sends the input to the library itself (rare inputs,
+    and every input that would raise).
+    """
+
+    def __init__(self, region: str) -> None:
+        rules = _region_rules(region)
+        if rules is None:  # pragma: no cover - check_region guards this
+            raise SheetError(f"no phone metadata for region {region}")
+        self.region = region
+        self.rules = rules
+
+    def parse(self, text: str) -> tuple[int, str] | None:
+        """(country code, national significant number) as `phonenumbers.parse` finds them."""
+        rules = self.rules
+        # _maybe_extract_country_code / _maybe_strip_i18n_prefix_and_normalize
+        from_default = False
+        if text[0] == "+":
+            full = text[1:]
+        else:
+            full = text
+            match = rules.idd.match(text)
+            if match is None or text[match.end() : match.end() + 1] == "0":
+                from_default = True
+            else:
+                full = text[match.end() :]
+        country_code = 0
+        national = ""
+        if not from_default:
+            if len(full) <= 2 or full[0] == "0":
+                return None
+            for size in (1, 2, 3):
+                country_code = _COUNTRY_CODES.get(full[:size], 0)
+                if country_code:
+                    national = full[size:]
+                    break
+            else:
+                return None
+        elif full.startswith(rules.country_code_str):
+            potential = rules.strip_national_prefix(full[len(rules.country_code_str) :])
+            if (
+                not rules.general_matches(full) and rules.general_matches(potential)
+            ) or rules.length_result(full) == "too_long":
+                country_code, national = rules.country_code, potential
+        # parse(): the metadata of the number's own region (the default region's
+        # own when it is the main region of the code)
+        if country_code:
+            found = _country_rules(country_code)
+            if found is None:  # pragma: no cover - the code came from the same map
+                return None
+            rules = found
+        else:
+            national = text
+            country_code = rules.country_code
+        if len(national) < 2:
+            return None
+        potential = rules.strip_national_prefix(national)
+        if rules.length_result(potential) not in ("too_short", "local_only", "invalid_length"):
+            national = potential
+        if not 2 <= len(national) <= 17:
+            return None
+        return country_code, national
+
+    @staticmethod
+    def number_type(country_code: int, nsn: str) -> int:
+        """phonenumbers.number_type (region_code_for_number + _number_type_helper)."""
+        candidates = _type_rules(country_code)
+        if candidates is None:
+            return PhoneNumberType.UNKNOWN
+        if isinstance(candidates, _Rules):
+            return candidates.number_type(nsn)
+        for rules in candidates:
+            if rules.leading_digits is not None:
+                if rules.leading_digits.match(nsn):
+                    return rules.number_type(nsn)
+                continue
+            found = rules.number_type(nsn)
+            if found != PhoneNumberType.UNKNOWN:
+                return found
+        return PhoneNumberType.UNKNOWN
+
+
+class _Normaliser:
+    """The number policy for one default region.
+
+    It keeps only time zones by number prefix; callers that see the same cell
+    many times memoise whole answers themselves (`validate_sheet` does, per sheet).
+    """
+
+    def __init__(self, region: str) -> None:
+        self.region = check_region(region)
+        self.fast = _FastPath(self.region)
+        self._zones: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, raw: str) -> NormalisedNumber:
+        text = _clean_cell(raw)
+        if not text:
+            return NormalisedNumber(raw, Reason.EMPTY)
+        compact = _compact(text)
+        body = compact[1:] if compact[:1] == "+" else compact
+        if 3 <= len(body) <= 16 and body.isascii() and body.isdigit():
+            # One plain number, the common case: no text, no extension.
+            if compact[:2] == "00" and not self.fast.rules.idd.match(compact):
+                compact = "+" + compact[2:]
+            parsed = self.fast.parse(compact)
+            if parsed is not None:
+                country_code, nsn = parsed
+                number_type = self.fast.number_type(country_code, nsn)
+                return self._verdict(raw, country_code, nsn, number_type, None)
+            return self._library(raw, compact, None)
+        first, extension = _first_number(text)
+        if first is None or not _DIGIT.search(first):
+            return NormalisedNumber(raw, Reason.UNPARSEABLE)
+        first = self._international_00(first)
+        if len(first.translate(_PUNCTUATION)) > 16 and any(char.isspace() for char in first):
+            first = self._first_of_run(first)
+        return self._library(raw, first, extension)
+
+    def _first_of_run(self, text: str) -> str:
+        """Two numbers separated only by spaces: the first one phonenumbers finds in the text."""
+        for match in phonenumbers.PhoneNumberMatcher(text, self.region):
+            return match.raw_string
+        return text
+
+    def _international_00(self, text: str) -> str:
+        """`00` starts an international number even where the region's own prefix differs."""
+        match = _LEADING_00.match(text)
+        if match is None:
+            return text
+        if self.fast.rules.idd.match(text[match.end() - 2 :].translate(_PUNCTUATION)):
+            return text  # the region's own international prefix: phonenumbers handles it
+        return "+" + text[match.end() :]
+
+    def _library(self, raw: str, text: str, extension: str | None) -> NormalisedNumber:
+        try:
+            number = phonenumbers.parse(text, self.region)
+        except NumberParseException as exc:
+            if exc.error_type == NumberParseException.NOT_A_NUMBER:
+                return NormalisedNumber(raw, Reason.UNPARSEABLE)
+            return NormalisedNumber(raw, Reason.INVALID)
+        nsn = phonenumbers.national_significant_number(number)
+        if phonenumbers.is_valid_number(number):
+            number_type = phonenumbers.number_type(number)
+        else:
+            number_type = PhoneNumberType.UNKNOWN
+        country_code = number.country_code or 0
+        return self._verdict(raw, country_code, nsn, number_type, extension or number.extension)
+
+    def _verdict(
+        self, raw: str, country_code: int, nsn: str, number_type: int, extension: str | None
+    ) -> NormalisedNumber:
+        e164 = f"+{country_code}{nsn}"
+        type_name = _TYPE_NAMES.get(number_type, "unknown")
+        if number_type == PhoneNumberType.UNKNOWN:
+            return NormalisedNumber(raw, Reason.INVALID, e164, extension or None, type_name)
+        if number_type in NOT_DIALABLE_TYPES:
+            return NormalisedNumber(
+                raw, Reason.NOT_DIALABLE_TYPE, e164, extension or None, type_name
+            )
+        zones = self._timezones(e164, country_code, number_type)
+        return NormalisedNumber(raw, None, e164, extension or None, type_name, zones)
+
+    def _timezones(self, e164: str, country_code: int, number_type: int) -> tuple[str, ...]:
+        """phonenumbers.timezone.time_zones_for_number, from the E.164 we already have;
+        remembered by the prefix that decides it (numbers of one area share it)."""
+        if number_type not in _GEOGRAPHICAL_TYPES and not (
+            number_type == PhoneNumberType.MOBILE and country_code in _GEO_MOBILE_CODES
+        ):
+            return _country_zones(country_code)
+        key = e164[1 : 1 + _ZONE_KEY_LENGTH.get(e164[1], 0)]
+        zones = self._zones.get(key)
+        if zones is None:
+            zones = self._zones[key] = _geographical_zones(key)
+        return zones
+
+
+def _clean_cell(raw: str) -> str:
+    """Undo what spreadsheets do to numbers: apostrophes, `="..."`, `.0`, 4.155552683E+09."""
+    text = raw.strip()
+    if text[:1] in ("'", "\u2019"):
+        text = text.lstrip("'\u2019").strip()
+    if text[:2] == '="':
+        match = _EXCEL_TEXT_FORMULA.fullmatch(text)
+        if match:
+            text = match.group(1).strip()
+    if "." in text or "e" in text or "E" in text:
+        match = _EXCEL_FLOAT.fullmatch(text)
+        if match:
+            return match.group(1)
+        if _SCIENTIFIC.fullmatch(text):
+            return _from_scientific(text)
+    return text
+
+
+def _from_scientific(text: str) -> str:
+    """Digits of an exact scientific-notation number; "?" (unparseable) when digits were lost."""
+    try:
+        value = Decimal(text.replace(",", "."))
+    except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
+        return "?"
+    if value != value.to_integral_value():
+        return "?"
+    mantissa = _SCIENTIFIC.fullmatch(text)
+    assert mantissa is not None
+    significant = 1 + len(mantissa.group(2) or "")
+    digits = str(int(value))
+    # 4.15555E+09 has lost its last digits: refuse to guess them.
+    return digits if significant >= len(digits) else "?"
+
+
+def _first_number(text: str) -> tuple[str | None, str | None]:
+    """The first number of a cell holding several, and an extension written apart from it."""
+    if "/" in text:
+        text = ",".join(_join_short_slashes(text.split("/")))
+    parts = [part for part in _SPLIT.split(text) if part]
+    if len(parts) <= 1:
+        return text, None
+    for index, part in enumerate(parts):
+        if not _DIGIT.search(part):
+            continue
+        extension = None
+        if index + 1 < len(parts):
+            match = _EXTENSION_ONLY.fullmatch(parts[index + 1].strip())
+            if match:
+                extension = match.group(1) or match.group(2)
+        return part, extension
+    return None, None
+
+
+def _join_short_slashes(pieces: list[str]) -> list[str]:
+    """Re-join slash-separated pieces unless both sides hold a whole number (7+ digits)."""
+    joined = [pieces[0]]
+    for piece in pieces[1:]:
+        if _digit_count(joined[-1]) >= 7 and _digit_count(piece) >= 7:
+            joined.append(piece)
+        else:
+            joined[-1] += "/" + piece
+    return joined
+
+
+def _digit_count(text: str) -> int:
+    return sum(char.isdigit() for char in text)
+
+
+def normalise_number(raw: str, region: str) -> NormalisedNumber:
+    """One number through the policy (for `dialer call NUMBER`, `dialer dnc add`)."""
+    return _Normaliser(region)(raw)
+
+
+# --------------------------------------------------------------------------- reading
+
+#: one row of a sheet, as strings (tuples: smaller than lists, and the garbage
+#: collector stops tracking a tuple of strings after one look, so a million rows
+#: cost it nothing)
+Row = tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Sheet:
+    """A sheet as strings. `row_numbers[i]` is the row a spreadsheet shows for `rows[i]`."""
+
+    source: str
+    headers: list[str]
+    rows: list[Row]
+    row_numbers: list[int]
+    has_header: bool = True
+    sheet_name: str | None = None
+    #: header row as a spreadsheet numbers it (0 when the sheet has none)
+    header_row: int = 1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, index: int, limit: int | None = None) -> list[str]:
+        rows = self.rows if limit is None else self.rows[:limit]
+        return [row[index] if index < len(row) else "" for row in rows]
+
+
+_XLSX_MAGIC = b"PK\x03\x04"
+_XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def read_sheet(path: str | Path, *, sheet: str | None = None) -> Sheet:
+    """Read a CSV, XLSX, XLS or ODS file as strings; blank rows are left out."""
+    path = Path(path)
+    if not path.exists():
+        raise SheetError(f"{path}: no such file")
+    if path.is_dir():
+        raise SheetError(f"{path}: is a directory, not a sheet")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise SheetError(f"{path}: cannot read ({exc.strerror})") from None
+    if head.startswith((_XLSX_MAGIC, _XLS_MAGIC)):
+        records, sheet_name = _excel_records(path, sheet)
+    elif sheet is not None:
+        raise SheetError(f"{path}: --sheet applies to Excel files, this is a text file")
+    else:
+        records, sheet_name = _csv_records(path), None
+    return _to_sheet(str(path), records, sheet_name)
+
+
+def _excel_records(path: Path, sheet: str | None) -> tuple[Iterator[tuple[int, list[str]]], str]:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        workbook = CalamineWorkbook.from_path(str(path))
+    except Exception as exc:  # calamine raises several unrelated types for a bad file
+        raise SheetError(f"{path}: not a readable Excel file ({exc})") from None
+    with workbook:
+        names = workbook.sheet_names
+        if not names:
+            raise SheetError(f"{path}: the workbook has no sheets")
+        name = names[0] if sheet is None else _pick_sheet(path, names, sheet)
+        try:
+            values = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
+        except Exception as exc:
+            raise SheetError(f"{path}: cannot read sheet {name!r} ({exc})") from None
+    records = (
+        (index, [_excel_cell(value) for value in row]) for index, row in enumerate(values, start=1)
+    )
+    return records, name
+
+
+def _pick_sheet(path: Path, names: list[str], wanted: str) -> str:
+    for name in names:
+        if name == wanted or name.casefold() == wanted.strip().casefold():
+            return name
+    raise SheetError(f"{path}: no sheet named {wanted!r}; sheets: {', '.join(names)}")
+
+
+def _excel_cell(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        # 4155552683.0 is the digits 4155552683, never 4.15555e9.
+        return f"{value:.0f}" if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return str(value)
+    return "" if value is None else str(value)
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SheetError(f"{path}: cannot read ({exc.strerror})") from None
+    text = _decode(data)
+    if "\x00" in text:
+        raise SheetError(f"{path}: binary data, not a CSV or Excel file")
+    delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        # A spreadsheet numbers records, not physical lines (quoted cells may hold newlines).
+        yield from enumerate(reader, start=1)
+    except csv.Error as exc:
+        raise SheetError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 with BOM (Excel's "Unicode text"), else cp1252."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter giving the most consistent field count over the first lines."""
+    sample = [line for line in text[:65536].splitlines()[:50] if line.strip()]
+    if len(sample) > 1 and len(text) > 65536:
+        sample = sample[:-1]  # the cut may have split the last line
+    best, best_score = ",", (0.0, 0)
+    for delimiter in _DELIMITERS:
+        try:
+            counts = [len(row) for row in csv.reader(sample, delimiter=delimiter)]
+        except csv.Error:
+            continue
+        if not counts or max(counts) < 2:
+            continue
+        modal = max(set(counts), key=counts.count)
+        if modal < 2:
+            continue
+        score = (counts.count(modal) / len(counts), modal)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _to_sheet(
+    source: str, records: Iterable[tuple[int, list[str]]], sheet_name: str | None
+) -> Sheet:
+    rows: list[Row] = []
+    numbers: list[int] = []
+    for number, row in records:
+        if "".join(row).strip():
+            rows.append(tuple(row))
+            numbers.append(number)
+    if not rows:
+        raise SheetError(f"{source}: the sheet is empty")
+    rows, numbers = _skip_title_rows(rows, numbers)
+    first = [cell.strip() for cell in rows[0]]
+    has_header = not any(_looks_like_number(cell) for cell in first)
+    header_row = numbers[0] if has_header else 0
+    if has_header:
+        rows, numbers = rows[1:], numbers[1:]
+    width = max(len(first), max((len(row) for row in rows), default=0))
+    headers = _unique_headers(first if has_header else [], width)
+    sheet = Sheet(source, headers, rows, numbers, has_header, sheet_name, header_row)
+    _drop_empty_columns(sheet)
+    return sheet
+
+
+def _skip_title_rows(rows: list[Row], numbers: list[int]) -> tuple[list[Row], list[int]]:
+    """Drop one-cell rows above a wider table ("Leads export, March" over the header)."""
+
+    def filled(row: Row) -> list[str]:
+        return [cell for cell in row if cell.strip()]
+
+    if max(len(filled(row)) for row in rows[:10]) < 2:
+        return rows, numbers
+    skip = 0
+    while skip < len(rows) - 1:
+        cells = filled(rows[skip])
+        if len(cells) != 1 or _looks_like_number(cells[0]):
+            break
+        skip += 1
+    return rows[skip:], numbers[skip:]
+
+
+def _looks_like_number(cell: str) -> bool:
+    digits = sum(char.isdigit() for char in cell)
+    return digits >= 7 and digits >= 0.6 * len(cell.replace(" ", ""))
+
+
+def _unique_headers(first: list[str], width: int) -> list[str]:
+    headers: list[str] = []
+    seen: set[str] = set()
+    for index in range(width):
+        name = first[index] if index < len(first) and first[index] else _letter(index)
+        unique, count = name, 1
+        while unique.casefold() in seen:
+            count += 1
+            unique = f"{name} ({count})"
+        seen.add(unique.casefold())
+        headers.append(unique)
+    return headers
+
+
+def _letter(index: int) -> str:
+    """Spreadsheet column letters: 0 -> A, 26 -> AA."""
+    name = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        name = chr(65 + rest) + name
+    return name
+
+
+def _drop_empty_columns(sheet: Sheet) -> None:
+    """Columns with no header and no value (Excel's trailing `;;;`) are noise."""
+    keep = [
+        index
+        for index, header in enumerate(sheet.headers)
+        if (sheet.has_header and header != _letter(index))
+        or any(index < len(row) and row[index].strip() for row in sheet.rows)
+    ]
+    if len(keep) == len(sheet.headers):
+        return
+    sheet.headers = [sheet.headers[index] for index in keep]
+    sheet.rows = [
+        tuple(row[index] if index < len(row) else "" for index in keep) for row in sheet.rows
+    ]
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _vocabulary(names: str) -> frozenset[str]:
+    """Header words, written `a|b|c` to keep the lists short."""
+    return frozenset(names.split("|"))
+
+
+def _words(header: str) -> str:
+    """Lower case, no accents, punctuation to spaces: 'Teléfono (móvil)' -> 'telefono movil'."""
+    decomposed = unicodedata.normalize("NFKD", header.casefold())
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", plain).split())
+
+
+_PHONE_WORDS = _vocabulary(
+    "phone|phones|mobile|cell|cellphone|mobilephone|tel|telephone|telefon|telefono|"
+    "telefone|telefonnummer|handy|handynummer|mobil|mobilnummer|rufnummer|msisdn|gsm|"
+    "celular|movil|portable|cellulare|telefoonnummer|mobiel|whatsapp|phonenumber|tlf|"
+    "telf|fon"
+)
+_PHONE_WEAK = _vocabulary("number|numero|num|nr|no|nummer")
+_NOT_PHONE = _vocabulary(
+    "type|ext|extension|country|code|id|email|mail|fax|account|order|zip|postal|of|"
+    "count|date|status|opt|consent|verified|valid|carrier|prefix|area|employees"
+)
+_FULL_NAME = _vocabulary(
+    "nombre|nombre completo|contact name|nom complet|client|client name|person|"
+    "lead name|full name|nome|naam|name|fullname|customer|contact|customer name|"
+    "display name"
+)
+_FIRST_NAME = _vocabulary(
+    "first name|firstname|first|given name|forename|vorname|prenom|nombre|nome|voornaam"
+)
+_LAST_NAME = _vocabulary(
+    "last name|lastname|surname|family name|last|nachname|apellido|apellidos|nom|"
+    "nom de famille|cognome|achternaam"
+)
+_TIMEZONE = _vocabulary(
+    "timezone|time zone|tz|zone|iana timezone|iana|zona horaria|fuseau horaire|"
+    "zeitzone|fuso orario|tijdzone"
+)
+_EXTENSION = _vocabulary("ext|extension|ext no|durchwahl|poste|anexo|extension number")
+_NAME_CELL = re.compile(r"[^\W\d_]+(?:[ .'’-]+[^\W\d_]+){0,4}\.?")
+_SAMPLE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Which columns mean what (indexes into `Sheet.headers`)."""
+
+    phone: int
+    #: other phone columns, tried in order when the phone cell is blank
+    phone_fallbacks: tuple[int, ...] = ()
+    #: one column, or first-name and last-name columns joined by a space
+    name: tuple[int, ...] = ()
+    timezone: int | None = None
+    extension: int | None = None
+    variables: tuple[int, ...] = ()
+
+    def describe(self, headers: Sequence[str]) -> dict[str, Any]:
+        return {
+            "phone": headers[self.phone],
+            "name": " + ".join(headers[index] for index in self.name) or None,
+            "timezone": None if self.timezone is None else headers[self.timezone],
+            "extension": None if self.extension is None else headers[self.extension],
+        }
+
+
+def _phone_score(header: str) -> int:
+    words = _words(header)
+    tokens = set(words.split())
+    if tokens & _NOT_PHONE:
+        return 0
+    if tokens & _PHONE_WORDS:
+        return 2
+    if words in _PHONE_WEAK or tokens & _PHONE_WEAK:
+        return 1
+    return 0
+
+
+def find_columns(sheet: Sheet, region: str, phone_column: str | None = None) -> Columns:
+    """Find the phone, name, time-zone and extension columns; the rest are variables."""
+    normaliser = _Normaliser(region)
+    width = len(sheet.headers)
+    if phone_column is not None:
+        phone = _column_by_option(sheet, phone_column)
+        fallbacks: tuple[int, ...] = ()
+    else:
+        phone, fallbacks = _find_phone(sheet, normaliser)
+    taken = {phone}
+    words = [_words(header) if sheet.has_header else "" for header in sheet.headers]
+    timezone = _find_by_header(words, _TIMEZONE, taken)
+    if timezone is None:
+        timezone = _find_timezone_by_content(sheet, taken)
+    if timezone is not None:
+        taken.add(timezone)
+    extension = _find_by_header(words, _EXTENSION, taken)
+    if extension is not None:
+        taken.add(extension)
+    name = _find_name(sheet, words, taken)
+    taken.update(name)
+    variables = tuple(index for index in range(width) if index not in taken)
+    return Columns(phone, fallbacks, name, timezone, extension, variables)
+
+
+def _column_by_option(sheet: Sheet, option: str) -> int:
+    wanted = option.strip()
+    for index, header in enumerate(sheet.headers):
+        if header.strip().casefold() == wanted.casefold():
+            return index
+    if re.fullmatch(r"[A-Za-z]{1,3}", wanted):
+        for index in range(len(sheet.headers)):
+            if _letter(index) == wanted.upper():
+                return index
+    if wanted.isdigit() and 1 <= int(wanted) <= len(sheet.headers):
+        return int(wanted) - 1
+    raise SheetError(
+        f"{sheet.source}: no column {option!r}; columns: {', '.join(sheet.headers)}"
+        " (give a header, a letter such as B, or a 1-based number)"
+    )
+
+
+def _parse_share(sheet: Sheet, index: int, normaliser: _Normaliser) -> int:
+    """How many of the first rows' cells in a column read as phone numbers."""
+    return sum(1 for cell in sheet.column(index, _SAMPLE) if cell.strip() and normaliser(cell).e164)
+
+
+def _find_phone(sheet: Sheet, normaliser: _Normaliser) -> tuple[int, tuple[int, ...]]:
+    width = len(sheet.headers)
+    scores = [_phone_score(h) if sheet.has_header else 0 for h in sheet.headers]
+    strong = [index for index in range(width) if scores[index] == 2]
+    if strong:
+        shares = {index: _parse_share(sheet, index, normaliser) for index in strong}
+        ranked = sorted(strong, key=lambda index: (-shares[index], index))
+        return ranked[0], tuple(index for index in ranked[1:] if shares[index])
+    sampled = min(len(sheet.rows), _SAMPLE)
+    weak = [index for index in range(width) if scores[index] == 1]
+    for index in weak:
+        if _parse_share(sheet, index, normaliser) * 2 >= max(1, sampled):
+            return index, ()
+    shares = {index: _parse_share(sheet, index, normaliser) for index in range(width)}
+    best = min(range(width), key=lambda index: (-shares[index], index))
+    if shares[best] * 2 < max(1, sampled):
+        raise SheetError(
+            f"{sheet.source}: no phone column found (columns: {', '.join(sheet.headers)});"
+            " name it with --phone-column"
+        )
+    return best, ()
+
+
+def _find_by_header(words: list[str], names: frozenset[str], taken: set[int]) -> int | None:
+    for index, header in enumerate(words):
+        if index not in taken and header in names:
+            return index
+    return None
+
+
+def _find_timezone_by_content(sheet: Sheet, taken: set[int]) -> int | None:
+    zones = _zone_names()
+    for index in range(len(sheet.headers)):
+        if index in taken:
+            continue
+        cells = [cell.strip() for cell in sheet.column(index, _SAMPLE) if cell.strip()]
+        if len(cells) >= 3 and sum(cell.casefold() in zones for cell in cells) >= 0.8 * len(cells):
+            return index
+    return None
+
+
+def _find_name(sheet: Sheet, words: list[str], taken: set[int]) -> tuple[int, ...]:
+    first = _find_by_header(words, _FIRST_NAME, taken)
+    last = _find_by_header(words, _LAST_NAME, taken | ({first} if first is not None else set()))
+    if first is not None and last is not None and words[first] not in _FULL_NAME - {"nombre"}:
+        return (first, last)
+    full = _find_by_header(words, _FULL_NAME, taken)
+    if full is not None:
+        return (full,)
+    single = first if first is not None else last
+    if single is not None:
+        return (single,)
+    if sheet.has_header:
+        return ()  # a header row without a name header: do not guess from "City" or "Company"
+    for index in range(len(sheet.headers)):
+        if index in taken:
+            continue
+        cells = [cell.strip() for cell in sheet.column(index, _SAMPLE)]
+        filled = [cell for cell in cells if cell]
+        names = sum(bool(_NAME_CELL.fullmatch(cell)) for cell in filled)
+        if filled and len(filled) * 2 >= len(cells) and names >= 0.6 * len(filled):
+            return (index,)
+    return ()
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> dict[str, str]:
+    """IANA names by their case-folded spelling."""
+    return {name.casefold(): name for name in available_timezones()}
+
+
+# --------------------------------------------------------------------------- validating
+
+
+@dataclass(slots=True)
+class ParsedContact:
+    """A dialable row."""
+
+    row: int
+    e164: str
+    raw: str
+    extension: str | None
+    name: str | None
+    timezones: tuple[str, ...]
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A row whose E.164 an earlier row of the sheet already has."""
+
+    row: int
+    e164: str
+    raw: str
+    duplicate_of_row: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row that cannot be dialed, with the reason."""
+
+    row: int
+    raw: str
+    reason: Reason
+    e164: str | None = None
+    cells: dict[str, str] = field(default_factory=dict)
+
+
+class AcceptedContacts(Sequence[ParsedContact]):
+    """The dialable rows of a sheet; each becomes a `ParsedContact` when it is read.
+
+    `dialer check` only counts them, and a million records with a dict of
+    variables each would cost more than checking their numbers did.
+    """
+
+    __slots__ = ("_columns", "_numbers", "_positions", "_sheet", "_variables")
+
+    def __init__(self, sheet: Sheet, columns: Columns) -> None:
+        self._sheet = sheet
+        self._columns = columns
+        self._variables = [(sheet.headers[index], index) for index in columns.variables]
+        self._positions: list[int] = []  #: indexes into `sheet.rows`
+        self._numbers: list[NormalisedNumber] = []
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    @overload
+    def __getitem__(self, index: int) -> ParsedContact: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ParsedContact]: ...
+
+    def __getitem__(self, index: int | slice) -> ParsedContact | list[ParsedContact]:
+        if isinstance(index, slice):
+            return [self._contact(i) for i in range(len(self))[index]]
+        return self._contact(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[ParsedContact]:
+        return map(self._contact, range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} accepted contacts of {self._sheet.source}>"
+
+    def e164s(self) -> list[str]:
+        return [number.e164 for number in self._numbers if number.e164]
+
+    def _contact(self, index: int) -> ParsedContact:
+        position, number = self._positions[index], self._numbers[index]
+        row = self._sheet.rows[position]
+        columns, width = self._columns, len(row)
+        assert number.e164 is not None
+        zone = _zone_names().get(_cell(row, columns.timezone).casefold())
+        extension = number.extension
+        if extension is None and columns.extension is not None:
+            extension = re.sub(r"\D", "", _cell(row, columns.extension)) or None
+        name = " ".join(cell for index in columns.name if (cell := _cell(row, index)))
+        return ParsedContact(
+            self._sheet.row_numbers[position],
+            number.e164,
+            number.raw,
+            extension,
+            name or None,
+            (zone,) if zone else number.timezones,
+            {header: (row[i] if i < width else "") for header, i in self._variables},
+        )
+
+
+def _cell(row: Row, index: int | None) -> str:
+    return row[index].strip() if index is not None and index < len(row) else ""
+
+
+@dataclass(slots=True)
+class SheetResult:
+    """What a sheet holds, row by row: accepted, duplicates and rejected."""
+
+    source: str
+    region: str
+    rows: int
+    columns: dict[str, Any]
+    accepted: AcceptedContacts
+    duplicates: list[Duplicate] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: (row, message) for cells that were ignored, such as an unknown time zone
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+
+    def reasons(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.rejected:
+            counts[item.reason.value] = counts.get(item.reason.value, 0) + 1
+        return counts
+
+    def numbers(self) -> list[str]:
+        """Every valid E.164 in the sheet, dialable or not (for the do-not-call list)."""
+        found = self.accepted.e164s() + [d.e164 for d in self.duplicates]
+        found += [r.e164 for r in self.rejected if r.e164 and r.reason in _VALID_REJECTIONS]
+        return list(dict.fromkeys(found))
+
+    def rows_without_number(self) -> list[Rejected]:
+        """Rejected rows that hold no valid number at all."""
+        return [r for r in self.rejected if r.reason not in _VALID_REJECTIONS]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `dialer check --format json` object."""
+        return {
+            "rows": self.rows,
+            "accepted": [
+                {
+                    "row": c.row,
+                    "e164": c.e164,
+                    "name": c.name,
+                    "timezones": list(c.timezones),
+                    "extension": c.extension,
+                }
+                for c in self.accepted
+            ],
+            "duplicates": [
+                {"row": d.row, "e164": d.e164, "duplicate_of_row": d.duplicate_of_row}
+                for d in self.duplicates
+            ],
+            "rejected": [
+                {"row": r.row, "raw": r.raw, "reason": r.reason.value} for r in self.rejected
+            ],
+            "columns": self.columns,
+            "warnings": [{"row": row, "message": message} for row, message in self.warnings],
+        }
+
+
+#: rejections of numbers that are valid in themselves
+_VALID_REJECTIONS = frozenset({Reason.NOT_DIALABLE_TYPE, Reason.DO_NOT_CALL})
+
+Progress = Callable[[int, int], None]
+_PROGRESS_EVERY = 10_000
+
+
+def validate_sheet(
+    source: str | Path | Sheet,
+    *,
+    region: str,
+    phone_column: str | None = None,
+    dnc: frozenset[str] | set[str] = frozenset(),
+    sheet: str | None = None,
+    progress: Progress | None = None,
+) -> SheetResult:
+    """Apply the number policy to every row; nothing is written anywhere."""
+    region = check_region(region)
+    data = source if isinstance(source, Sheet) else read_sheet(source, sheet=sheet)
+    columns = find_columns(data, region, phone_column)
+    headers, rows, row_numbers = data.headers, data.rows, data.row_numbers
+    accepted = AcceptedContacts(data, columns)
+    result = SheetResult(data.source, region, len(rows), columns.describe(headers), accepted)
+    normaliser = _Normaliser(region)
+    # Each distinct cell is normalised once; sheets repeat cells (and rewrite them).
+    memo: dict[str, NormalisedNumber] = {}
+    first_row: dict[str, int] = {}
+    zones = _zone_names()
+    phone, fallbacks, tz_column = columns.phone, columns.phone_fallbacks, columns.timezone
+    positions, numbers = accepted._positions, accepted._numbers
+    total = len(rows)
+    with _collector_paused():
+        phones = [row[phone] if phone < len(row) else "" for row in rows]
+        for position, raw in enumerate(phones):
+            if progress is not None and position % _PROGRESS_EVERY == 0:
+                progress(position, total)
+            if fallbacks and not raw.strip():
+                row = rows[position]
+                raw = next((row[i] for i in fallbacks if i < len(row) and row[i].strip()), raw)
+            parsed = memo.get(raw)
+            if parsed is None:
+                parsed = memo[raw] = normaliser(raw)
+            e164 = parsed.e164
+            if parsed.reason is not None or e164 is None or e164 in dnc:
+                reason = parsed.reason or (Reason.INVALID if e164 is None else Reason.DO_NOT_CALL)
+                row = rows[position]
+                result.rejected.append(
+                    Rejected(row_numbers[position], raw, reason, e164, _cells(headers, row))
+                )
+                continue
+            number = row_numbers[position]
+            earlier = first_row.setdefault(e164, number)
+            if earlier != number:
+                result.duplicates.append(Duplicate(number, e164, raw, earlier))
+                continue
+            positions.append(position)
+            numbers.append(parsed)
+            if tz_column is not None:
+                cell = _cell(rows[position], tz_column)
+                if cell and cell.casefold() not in zones:
+                    result.warnings.append(
+                        (number, f"unknown time zone {cell!r}; using the number's zones")
+                    )
+    if progress is not None:
+        progress(total, total)
+    log.debug(
+        "checked %s: %d rows, %d accepted, %d duplicates, %d rejected",
+        data.source,
+        result.rows,
+        len(result.accepted),
+        len(result.duplicates),
+        len(result.rejected),
+    )
+    return result
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a sheet's results are built.
+
+    Every few hundred new objects start a collection, and the older
+    collections walk everything built so far again and again (a quarter of
+    the time of checking a 1M-row CSV); these objects form no cycles, so
+    nothing is lost by waiting.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _cells(headers: list[str], row: Row) -> dict[str, str]:
+    if len(row) == len(headers):
+        return dict(zip(headers, row, strict=True))
+    return {header: (row[i] if i < len(row) else "") for i, header in enumerate(headers)}

@@ -1,0 +1,321 @@
+"""Ledger queries for campaigns, contact imports, rejections and the do-not-call list."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from campaign.contacts import Progress, Reason, Sheet, SheetResult, check_region, validate_sheet
+from campaign.outcomes import ContactStatus
+from campaign.store.db import Ledger
+from campaign.store.models import Campaign, Contact, DncEntry, Rejection, utcnow
+
+log = logging.getLogger(__name__)
+
+_BATCH = 5_000
+#: the reason a sheet's duplicate rows are stored under in `rejections`
+DUPLICATE_REASON = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    """What one import did to a campaign."""
+
+    campaign: str
+    source: str
+    rows: int
+    new: int  #: contacts written by this import
+    already_present: int  #: accepted rows whose E.164 the campaign already had
+    duplicates: int  #: rows repeating an earlier row of the same sheet
+    rejected: int  #: rows that cannot be dialed (including do-not-call)
+    dnc: int  #: of the rejected, how many are on the do-not-call list
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignCounts:
+    """One line of `dialer campaigns`."""
+
+    name: str
+    region: str
+    status: str
+    created_at: datetime
+    contacts: int
+    rejections: int
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DncAddResult:
+    added: int
+    already_listed: int
+
+
+def get_or_create_campaign(session: Session, name: str, region: str) -> Campaign:
+    """The campaign called `name`, created with `region` when it does not exist yet."""
+    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+    if campaign is None:
+        campaign = Campaign(name=name, region=region)
+        session.add(campaign)
+        session.flush()
+        log.info("created campaign %s (region %s)", name, region)
+    return campaign
+
+
+def campaign_region(ledger: Ledger, name: str) -> str | None:
+    """The default region of an existing campaign, or None."""
+    with ledger.session() as session:
+        return session.scalar(select(Campaign.region).where(Campaign.name == name))
+
+
+def _insert_ignoring_conflicts(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, skipping any that a concurrent import wrote first (unique keys)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - the ledger supports SQLite and PostgreSQL only
+        statement = insert(table)
+    for start in range(0, len(rows), _BATCH):
+        session.execute(statement, rows[start : start + _BATCH])
+
+
+def import_sheet(
+    ledger: Ledger,
+    sheet: Sheet,
+    *,
+    campaign: str,
+    region: str | None,
+    default_region: str,
+    phone_column: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[ImportSummary, SheetResult]:
+    """Check a sheet against the do-not-call list and import it into a campaign.
+
+    The region is the one given, else the existing campaign's, else `default_region`.
+    """
+    region_code = check_region(region or campaign_region(ledger, campaign) or default_region)
+    with ledger.session() as session:
+        dnc = dnc_set(session)
+    result = validate_sheet(
+        sheet, region=region_code, phone_column=phone_column, dnc=dnc, progress=progress
+    )
+    source = str(Path(sheet.source).resolve())
+    return import_contacts(ledger, campaign, result, source), result
+
+
+def import_contacts(
+    ledger: Ledger, campaign_name: str, result: SheetResult, source: str
+) -> ImportSummary:
+    """Write a checked sheet into a campaign: new contacts, plus this source's rejections.
+
+    Contacts are keyed on (campaign, E.164): a number the campaign already has is
+    counted, not written again, so importing a sheet twice changes nothing. The
+    do-not-call list is applied here too. Rejections of `source` replace those of
+    its previous import.
+    """
+    with ledger.session() as session:
+        campaign = get_or_create_campaign(session, campaign_name, result.region)
+        dnc = dnc_set(session)
+        existing = set(
+            session.scalars(
+                select(Contact.e164).where(
+                    Contact.campaign_id == campaign.id, Contact.is_test.is_(False)
+                )
+            )
+        )
+        now = utcnow()
+        contacts: list[dict[str, Any]] = []
+        rejections: list[dict[str, Any]] = []
+        already = 0
+        dnc_now = 0  # accepted by the sheet check, but listed since (or the check had no list)
+        for contact in result.accepted:
+            if contact.e164 in dnc:
+                dnc_now += 1
+                rejections.append(
+                    {
+                        "campaign_id": campaign.id,
+                        "source": source,
+                        "source_row": contact.row,
+                        "raw": contact.raw,
+                        "reason": Reason.DO_NOT_CALL.value,
+                        "e164": contact.e164,
+                        "cells": contact.variables,
+                        "created_at": now,
+                    }
+                )
+                continue
+            if contact.e164 in existing:
+                already += 1
+                continue
+            existing.add(contact.e164)
+            contacts.append(
+                {
+                    "campaign_id": campaign.id,
+                    "e164": contact.e164,
+                    "raw_phone": contact.raw,
+                    "extension": contact.extension,
+                    "name": contact.name[:200] if contact.name else None,
+                    "timezones": list(contact.timezones),
+                    "variables": contact.variables,
+                    "source": source,
+                    "source_row": contact.row,
+                    "status": ContactStatus.PENDING.value,
+                    "attempts_count": 0,
+                    "is_test": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        for rejected in result.rejected:
+            rejections.append(
+                {
+                    "campaign_id": campaign.id,
+                    "source": source,
+                    "source_row": rejected.row,
+                    "raw": rejected.raw,
+                    "reason": rejected.reason.value,
+                    "e164": rejected.e164,
+                    "cells": rejected.cells,
+                    "created_at": now,
+                }
+            )
+        for duplicate in result.duplicates:
+            rejections.append(
+                {
+                    "campaign_id": campaign.id,
+                    "source": source,
+                    "source_row": duplicate.row,
+                    "raw": duplicate.raw,
+                    "reason": DUPLICATE_REASON,
+                    "e164": duplicate.e164,
+                    "duplicate_of_row": duplicate.duplicate_of_row,
+                    "cells": {},
+                    "created_at": now,
+                }
+            )
+        session.execute(
+            delete(Rejection).where(
+                Rejection.campaign_id == campaign.id, Rejection.source == source
+            )
+        )
+        _insert_ignoring_conflicts(session, Contact, contacts)
+        _insert_ignoring_conflicts(session, Rejection, rejections)
+        campaign.updated_at = now
+    summary = ImportSummary(
+        campaign=campaign_name,
+        source=source,
+        rows=result.rows,
+        new=len(contacts),
+        already_present=already,
+        duplicates=len(result.duplicates),
+        rejected=len(result.rejected) + dnc_now,
+        dnc=dnc_now + sum(1 for item in result.rejected if item.reason == Reason.DO_NOT_CALL),
+    )
+    log.info(
+        "imported %s into %s: %d new, %d already present, %d duplicates, %d rejected",
+        source,
+        campaign_name,
+        summary.new,
+        summary.already_present,
+        summary.duplicates,
+        summary.rejected,
+    )
+    return summary
+
+
+def campaign_counts(session: Session) -> list[CampaignCounts]:
+    """Every campaign with its contact counts by status and its rejection count."""
+    by_status: dict[int, dict[str, int]] = {}
+    rows = session.execute(
+        select(Contact.campaign_id, Contact.status, func.count())
+        .where(Contact.is_test.is_(False))  # test calls' contacts are not the campaign's
+        .group_by(Contact.campaign_id, Contact.status)
+    )
+    for campaign_id, status, count in rows:
+        by_status.setdefault(campaign_id, {})[status] = count
+    rejections: dict[int, int] = {
+        campaign_id: count
+        for campaign_id, count in session.execute(
+            select(Rejection.campaign_id, func.count()).group_by(Rejection.campaign_id)
+        )
+    }
+    counts = []
+    for campaign in session.scalars(select(Campaign).order_by(Campaign.created_at, Campaign.id)):
+        statuses = by_status.get(campaign.id, {})
+        counts.append(
+            CampaignCounts(
+                name=campaign.name,
+                region=campaign.region,
+                status=campaign.status,
+                created_at=campaign.created_at,
+                contacts=sum(statuses.values()),
+                rejections=rejections.get(campaign.id, 0),
+                by_status=statuses,
+            )
+        )
+    return counts
+
+
+# --------------------------------------------------------------------------- do-not-call
+
+
+def add_dnc(
+    session: Session, numbers: Iterable[str], *, source: str = "manual", note: str | None = None
+) -> DncAddResult:
+    """Put E.164 numbers on the do-not-call list (idempotent)."""
+    wanted = list(dict.fromkeys(numbers))
+    listed = _listed(session, wanted)
+    new = [number for number in wanted if number not in listed]
+    now = utcnow()
+    _insert_ignoring_conflicts(
+        session,
+        DncEntry,
+        [{"e164": number, "source": source, "note": note, "added_at": now} for number in new],
+    )
+    return DncAddResult(added=len(new), already_listed=len(wanted) - len(new))
+
+
+def _listed(session: Session, numbers: Sequence[str]) -> set[str]:
+    listed: set[str] = set()
+    for start in range(0, len(numbers), _BATCH):
+        chunk = numbers[start : start + _BATCH]
+        listed.update(session.scalars(select(DncEntry.e164).where(DncEntry.e164.in_(chunk))))
+    return listed
+
+
+def remove_dnc(session: Session, numbers: Iterable[str]) -> int:
+    """Take numbers off the list; returns how many were on it."""
+    wanted = list(dict.fromkeys(numbers))
+    removed = 0
+    for start in range(0, len(wanted), _BATCH):
+        chunk = wanted[start : start + _BATCH]
+        removed += len(_listed(session, chunk))
+        session.execute(delete(DncEntry).where(DncEntry.e164.in_(chunk)))
+    return removed
+
+
+def is_dnc(session: Session, e164: str) -> bool:
+    """Whether a number is on the do-not-call list (checked right before each dial)."""
+    return session.get(DncEntry, e164) is not None
+
+
+def dnc_set(session: Session) -> set[str]:
+    """The whole do-not-call list, for applying it to a sheet."""
+    return set(session.scalars(select(DncEntry.e164)))
+
+
+def dnc_entries(session: Session) -> Iterator[DncEntry]:
+    """The list in the order numbers were added."""
+    yield from session.scalars(select(DncEntry).order_by(DncEntry.added_at, DncEntry.e164))

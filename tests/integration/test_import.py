@@ -1,0 +1,165 @@
+"""Importing checked sheets into the ledger: idempotent, deduplicated per campaign, DNC applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from campaign.contacts import read_sheet, validate_sheet
+from campaign.outcomes import ContactStatus
+from campaign.store import Contact, Rejection, open_ledger
+from campaign.store import imports as store
+
+pytestmark = pytest.mark.integration
+
+SHEET = (
+    "First Name,Last Name,Phone,Plan\n"
+    "Ann,Lee,(415) 555-2671 x12,gold\n"
+    "Bob,Ray,212-555-0187,silver\n"
+    "Ann,Lee,+1 415 555 2671,gold\n"
+    "Cy,Young,n/a,bronze\n"
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def contacts(ledger_url: str, campaign: str) -> list[Contact]:
+    ledger = open_ledger(ledger_url, migrate=False)
+    with ledger.session() as session:
+        campaign_id = store.get_or_create_campaign(session, campaign, "US").id
+        return list(
+            session.scalars(
+                select(Contact).where(Contact.campaign_id == campaign_id).order_by(Contact.id)
+            )
+        )
+
+
+def test_import_writes_contacts_and_rejections(ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(ledger_url)
+    sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
+    summary, _ = store.import_sheet(
+        ledger, sheet, campaign="spring", region=None, default_region="US"
+    )
+    assert (summary.rows, summary.new, summary.already_present) == (4, 2, 0)
+    assert (summary.duplicates, summary.rejected, summary.dnc) == (1, 1, 0)
+    ann, bob = contacts(ledger_url, "spring")
+    assert (ann.e164, ann.name, ann.extension, ann.source_row) == (
+        "+14155552671",
+        "Ann Lee",
+        "12",
+        2,
+    )
+    assert ann.timezones == ["America/Los_Angeles"]
+    assert ann.variables == {"Plan": "gold"}
+    assert ann.status == ContactStatus.PENDING
+    assert ann.source == str((tmp_path / "leads.csv").resolve())
+    assert bob.e164 == "+12125550187"
+    with ledger.session() as session:
+        rejections = session.scalars(select(Rejection).order_by(Rejection.source_row)).all()
+        assert [(r.source_row, r.reason, r.duplicate_of_row) for r in rejections] == [
+            (4, "duplicate", 2),
+            (5, "unparseable", None),
+        ]
+        assert rejections[1].cells["First Name"] == "Cy"
+
+
+def test_importing_the_same_sheet_twice_adds_nothing(ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(ledger_url)
+    sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
+    store.import_sheet(ledger, sheet, campaign="spring", region="US", default_region="US")
+    again, _ = store.import_sheet(
+        ledger, sheet, campaign="spring", region="US", default_region="US"
+    )
+    assert (again.new, again.already_present) == (0, 2)
+    assert len(contacts(ledger_url, "spring")) == 2
+    with ledger.session() as session:
+        assert len(session.scalars(select(Rejection)).all()) == 2  # replaced, not doubled
+
+
+def test_dedupe_spans_sheets_of_one_campaign_but_not_campaigns(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    ledger = open_ledger(ledger_url)
+    first = read_sheet(write(tmp_path / "a.csv", SHEET))
+    second = read_sheet(
+        write(tmp_path / "b.csv", "Name,Mobile\nAnn L.,4155552671\nDee,(646) 555-0100\n")
+    )
+    store.import_sheet(ledger, first, campaign="spring", region=None, default_region="US")
+    summary, _ = store.import_sheet(
+        ledger, second, campaign="spring", region=None, default_region="US"
+    )
+    assert (summary.new, summary.already_present) == (1, 1)
+    assert [c.e164 for c in contacts(ledger_url, "spring")] == [
+        "+14155552671",
+        "+12125550187",
+        "+16465550100",
+    ]
+    other, _ = store.import_sheet(
+        ledger, second, campaign="autumn", region=None, default_region="US"
+    )
+    assert other.new == 2
+
+
+def test_campaign_region_is_used_when_none_is_given(ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(ledger_url)
+    gb = read_sheet(write(tmp_path / "gb.csv", "Name,Phone\nAnn,07911 123456\n"))
+    store.import_sheet(ledger, gb, campaign="uk", region="GB", default_region="US")
+    more = read_sheet(write(tmp_path / "gb2.csv", "Name,Phone\nBob,020 7946 0958\n"))
+    summary, result = store.import_sheet(
+        ledger, more, campaign="uk", region=None, default_region="US"
+    )
+    assert result.region == "GB"
+    assert summary.new == 1
+
+
+def test_dnc_list_is_applied_at_import(ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(ledger_url)
+    with ledger.session() as session:
+        added = store.add_dnc(session, ["+12125550187", "+12125550187"], note="asked")
+        assert (added.added, added.already_listed) == (1, 0)
+    with ledger.session() as session:
+        assert store.add_dnc(session, ["+12125550187"]).already_listed == 1
+        assert store.is_dnc(session, "+12125550187")
+        assert not store.is_dnc(session, "+14155552671")
+        assert store.dnc_set(session) == {"+12125550187"}
+    sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
+    summary, _ = store.import_sheet(
+        ledger, sheet, campaign="spring", region=None, default_region="US"
+    )
+    assert (summary.new, summary.dnc) == (1, 1)
+    assert [c.e164 for c in contacts(ledger_url, "spring")] == ["+14155552671"]
+    with ledger.session() as session:
+        reasons = {r.source_row: r.reason for r in session.scalars(select(Rejection))}
+        assert reasons[3] == "do_not_call"
+
+
+def test_dnc_added_after_a_check_still_blocks_the_import(ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(ledger_url)
+    result = validate_sheet(write(tmp_path / "leads.csv", SHEET), region="US")
+    with ledger.session() as session:
+        store.add_dnc(session, ["+14155552671"])
+    summary = store.import_contacts(ledger, "spring", result, "leads.csv")
+    assert (summary.new, summary.dnc, summary.rejected) == (1, 1, 2)
+    assert [c.e164 for c in contacts(ledger_url, "spring")] == ["+12125550187"]
+
+
+def test_dnc_entries_remove_and_counts(ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(ledger_url)
+    with ledger.session() as session:
+        store.add_dnc(session, ["+14155552671", "+12125550187"], source="import")
+    with ledger.session() as session:
+        assert [e.e164 for e in store.dnc_entries(session)] == ["+12125550187", "+14155552671"]
+        assert store.remove_dnc(session, ["+14155552671", "+19999999999"]) == 1
+        assert store.dnc_set(session) == {"+12125550187"}
+    sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
+    store.import_sheet(ledger, sheet, campaign="spring", region=None, default_region="US")
+    with ledger.session() as session:
+        (counts,) = store.campaign_counts(session)
+    assert (counts.name, counts.region, counts.contacts) == ("spring", "US", 1)
+    assert counts.by_status == {"pending": 1}
+    assert counts.rejections == 3  # duplicate, unparseable, do_not_call
