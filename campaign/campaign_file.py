@@ -1,0 +1,250 @@
+"""The campaign file (`campaigns/<name>.yaml`), validated.
+
+Every field is documented in `docs/campaigns.md` and shown in
+`campaigns/example.yaml`; keep the three in step. Errors name the field:
+`campaigns/x.yaml: calling_hours.start: '25:00' is not a time of day (HH:MM)`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from campaign.contract import Script
+from campaign.retry import RetryPolicy, parse_duration
+from campaign.windows import CallingWindow, WindowError, format_clock, parse_clock, parse_days, zone
+
+
+class CampaignFileError(ValueError):
+    """The campaign file is missing, not YAML, or fails validation; one line per problem."""
+
+
+class CallingHours(BaseModel):
+    """When calls may be placed, in each contact's local time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: str = "09:00"
+    end: str = "20:00"
+    days: str | list[str] = "mon-sat"
+    #: allow a window outside 08:00-21:00 local (tests, demos, consented contacts)
+    override_legal_limits: bool = False
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock(cls, value: Any) -> str:
+        if isinstance(value, int):  # YAML 1.1 reads an unquoted 09:00 as 540 (sexagesimal)
+            value = format_clock(value)
+        return str(value)
+
+    @model_validator(mode="after")
+    def _valid(self) -> CallingHours:
+        self.window("UTC")
+        return self
+
+    def window(self, fallback_zone: str) -> CallingWindow:
+        return CallingWindow(
+            start=parse_clock(self.start),
+            end=parse_clock(self.end, allow_midnight_end=True),
+            days=parse_days(self.days),
+            fallback_zone=fallback_zone,
+            override_legal_limits=self.override_legal_limits,
+        )
+
+
+class Pricing(BaseModel):
+    """Per-unit prices for the workbook's cost estimate; a missing price counts as 0.
+
+    Telephony minutes are connected minutes (answer to hang-up), unrounded.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    llm_prompt_per_1k_tokens: float = 0.0
+    llm_completion_per_1k_tokens: float = 0.0
+    tts_per_1k_characters: float = 0.0
+    stt_per_minute: float = 0.0
+    telephony_per_minute: float = 0.0
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _price(cls, value: Any, info: ValidationInfo) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"pricing.{info.field_name} must be a number >= 0, got {value!r}")
+        return float(value)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Pricing:
+        """The prices in a stored campaign config (`Campaign.config`), one-line errors."""
+        raw = config.get("pricing") if isinstance(config, dict) else None
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise CampaignFileError("campaign pricing must be a mapping of price names to numbers")
+        unknown = sorted(set(map(str, raw)) - set(cls.model_fields))
+        if unknown:
+            raise CampaignFileError(
+                f"unknown price(s) in campaign pricing: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(cls.model_fields))}"
+            )
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise CampaignFileError(first) from None
+
+
+class CampaignConfig(BaseModel):
+    """One campaign: what to dial, how fast, when, how to retry, what the agent says."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    #: contact sheet(s), relative to the campaign file
+    contacts: list[Path] = Field(min_length=1)
+    region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    #: outbound SIP trunk; SIP_OUTBOUND_TRUNK_ID when unset
+    trunk_id: str | None = None
+    #: the agent worker's registered name; AGENT_NAME when unset
+    agent_name: str | None = None
+    #: the number callees see (the trunk's number when unset)
+    caller_id: str | None = None
+    max_concurrent_calls: int = Field(default=5, ge=1, le=1000)
+    calls_per_second: float = Field(default=1.0, gt=0, le=100)
+    calling_hours: CallingHours = Field(default_factory=CallingHours)
+    #: IANA zone for contacts whose number gives none
+    time_zone: str = "UTC"
+    ringing_timeout: float = Field(default=30.0, ge=1, le=300)
+    max_call_duration: float = Field(default=600.0, ge=10, le=86400)
+    #: how long to wait for the agent to join the room before giving up on the attempt
+    agent_join_timeout: float = Field(default=15.0, ge=1, le=300)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    script: Script = Field(default_factory=Script)
+    voicemail_message: str | None = None
+    dispositions: list[str] | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    store_transcripts: bool = True
+    #: mark every attempt and call as a test (kept apart in reports)
+    is_test: bool = False
+    #: per-unit prices for the workbook's estimated cost
+    pricing: Pricing = Field(default_factory=Pricing)
+
+    @field_validator("contacts", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | Path) else value
+
+    @field_validator("ringing_timeout", "max_call_duration", "agent_join_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    @field_validator("start_at", "end_at")
+    @classmethod
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        # Naive times are read in the campaign's fallback zone.
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=zone(info.data.get("time_zone", "UTC")))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CampaignConfig:
+        if self.script.voicemail_message and self.voicemail_message:
+            raise ValueError("set voicemail_message at the top level or in script, not both")
+        if self.dispositions is not None and not self.dispositions:
+            raise ValueError("dispositions: give at least one value")
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
+
+    @property
+    def window(self) -> CallingWindow:
+        return self.calling_hours.window(self.time_zone)
+
+    @property
+    def agent_script(self) -> Script:
+        """The script the agent receives, with the top-level voicemail and dispositions."""
+        update: dict[str, Any] = {}
+        if self.voicemail_message:
+            update["voicemail_message"] = self.voicemail_message
+        if self.dispositions:
+            update["dispositions"] = list(self.dispositions)
+        return self.script.model_copy(update=update) if update else self.script
+
+    def with_defaults(self, *, trunk_id: str, agent_name: str) -> CampaignConfig:
+        """Fill the trunk and agent from the environment when the file leaves them out."""
+        if not (self.trunk_id or trunk_id):
+            raise CampaignFileError(
+                f"campaign {self.name}: trunk_id is not set and SIP_OUTBOUND_TRUNK_ID is empty"
+            )
+        return self.model_copy(
+            update={
+                "trunk_id": self.trunk_id or trunk_id,
+                "agent_name": self.agent_name or agent_name,
+            }
+        )
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(file)"
+
+
+def parse_campaign(data: Any, *, base_dir: Path, source: str) -> CampaignConfig:
+    """Validate already-parsed YAML; sheet paths are resolved against `base_dir`."""
+    if not isinstance(data, dict):
+        raise CampaignFileError(f"{source}: expected a mapping of fields at the top level")
+    try:
+        config = CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for err in exc.errors():
+            message = str(err["msg"]).removeprefix("Value error, ")
+            loc = tuple(p for p in err["loc"] if not str(p).startswith(("RetryRule", "literal[")))
+            where = _where(loc)
+            # A rule-or-"never" field reports both union branches; the rule's error says more.
+            if message == "Input should be 'never'" and any(w.startswith(where) for w in problems):
+                continue
+            if f"{where}: {message}" not in problems:
+                problems.append(f"{where}: {message}")
+        raise CampaignFileError(f"{source}: " + "; ".join(problems)) from None
+    except WindowError as exc:
+        raise CampaignFileError(f"{source}: calling_hours: {exc}") from None
+    sheets = [p if p.is_absolute() else (base_dir / p) for p in config.contacts]
+    return config.model_copy(update={"contacts": [p.resolve() for p in sheets]})
+
+
+def load_campaign(path: str | Path) -> CampaignConfig:
+    """Read and validate `campaigns/<name>.yaml`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CampaignFileError(f"{path}: no such campaign file") from None
+    except OSError as exc:
+        raise CampaignFileError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CampaignFileError(f"{path}: not valid YAML{where}") from None
+    return parse_campaign(data, base_dir=path.parent, source=str(path))
