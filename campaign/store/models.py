@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -81,6 +82,8 @@ class Campaign(Base):
     region: Mapped[str] = mapped_column(String(2), default="US")
     #: the validated campaign YAML as JSON, as of the last run or import
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: the pacing token bucket shared by every dialer process (GCRA TAT, epoch seconds)
+    pace_tat: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -90,7 +93,8 @@ class Campaign(Base):
 class Contact(Base):
     __tablename__ = "contacts"
     __table_args__ = (
-        UniqueConstraint("campaign_id", "e164", name="uq_contacts_campaign_e164"),
+        # a test call's contact (is_test) may share its number with a sheet's contact
+        UniqueConstraint("campaign_id", "e164", "is_test", name="uq_contacts_campaign_e164"),
         Index("ix_contacts_due", "campaign_id", "status", "next_attempt_at"),
     )
 
@@ -230,3 +234,46 @@ class Turn(Base):
     total_latency: Mapped[float | None] = mapped_column(Float)
 
     call: Mapped[CallRecord] = relationship(back_populates="turns")
+
+
+class Schedule(Base):
+    """A nightly run of a campaign; APScheduler keeps its trigger state in `apscheduler_jobs`."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(200), index=True)
+    cron: Mapped[str] = mapped_column(String(100))  # crontab: minute hour day month weekday
+    timezone: Mapped[str] = mapped_column(String(64))  # IANA zone the cron is read in
+    misfire_grace_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CampaignRun(Base):
+    """One scheduled or manual run of a campaign. The open row (no finished_at) is the run
+    lock: at most one per campaign, renewed by heartbeat, taken over once expired."""
+
+    __tablename__ = "campaign_runs"
+    __table_args__ = (
+        Index(
+            "uq_campaign_runs_open",
+            "campaign",
+            unique=True,
+            sqlite_where=text("finished_at IS NULL"),
+            postgresql_where=text("finished_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(200))
+    schedule_id: Mapped[int | None] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(20))  # schedule|manual
+    owner: Mapped[str] = mapped_column(String(100))  # host:pid:uuid of the scheduler
+    #: running, done, failed, interrupted, abandoned (owner vanished), skipped, missed
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    scheduled_for: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    summary: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,149 @@
+"""A schedule added with `dialer schedule add` fires in `dialer scheduler`, runs the campaign
+against the devstack's LiveKit server and leaves its workbook in `metrics_reports/`.
+
+The campaign's agent name is unique to the test and no worker registers it, so every
+attempt is real up to the agent: the room is created, the agent dispatched, the dialer
+waits for it, and with no agent it does not dial (`agent_unavailable`), which is the
+engine's rule. SIGTERM during that wait is a run with attempts in flight: they finish,
+are recorded, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from campaign.store import Attempt, open_ledger
+from campaign.store import schedules as store
+from devstack import phones
+from devstack.phones import Behaviour
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def campaign_yaml(agent: str) -> str:
+    return f"""\
+name: nightly
+contacts: nightly.csv
+region: US
+agent_name: {agent}
+max_concurrent_calls: 2
+calling_hours: {{start: "00:00", end: "24:00", days: all, override_legal_limits: true}}
+time_zone: America/New_York
+agent_join_timeout: 4s
+is_test: true
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / "nightly.yaml").write_text(campaign_yaml(f"sched-e2e-{uuid.uuid4().hex[:8]}"))
+    (campaigns / "nightly.csv").write_text(
+        "Name,Phone\n"
+        f"Busy Bee,{phones.NUMBERS[Behaviour.BUSY]}\n"
+        f"Dee Clines,{phones.NUMBERS[Behaviour.DECLINES]}\n"
+    )
+    return tmp_path
+
+
+def environment(workdir: Path, devstack_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        **devstack_env,
+        "DIALER_DATABASE_URL": f"sqlite:///{workdir / 'ledger.db'}",
+        "DIALER_REPORTS_DIR": str(workdir / "metrics_reports"),
+        "COLUMNS": "300",
+    }
+
+
+def start_scheduler(workdir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    add = subprocess.run(
+        [sys.executable, "-m", "campaign", "schedule", "add", "nightly",
+         "--cron", "* * * * *", "--tz", "UTC"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    sink = (workdir / "scheduler.log").open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "campaign", "scheduler"],
+        cwd=workdir, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def attempts(workdir: Path) -> list[Attempt]:
+    ledger = open_ledger(f"sqlite:///{workdir / 'ledger.db'}")
+    try:
+        with ledger.session() as s:
+            return list(s.scalars(select(Attempt).order_by(Attempt.id)))
+    finally:
+        ledger.dispose()
+
+
+def test_a_scheduled_run_fires_dials_through_livekit_and_writes_the_workbook(
+    workdir: Path, devstack_env: dict[str, str]
+) -> None:
+    proc = start_scheduler(workdir, environment(workdir, devstack_env))
+    log = workdir / "scheduler.log"
+    deadline = time.monotonic() + 150  # the next minute, plus the run
+    while "campaign nightly: done" not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    assert stop(proc) == 0, log.read_text()
+
+    made = attempts(workdir)[:2]
+    assert len(made) == 2
+    assert {a.outcome for a in made} == {"agent_unavailable"}
+    assert all(a.room_name.startswith("nightly-") for a in made)
+    assert all(a.status == "done" and a.ended_at is not None for a in made)
+    assert len(list((workdir / "metrics_reports").glob("nightly-*.xlsx"))) == 1
+    ledger = open_ledger(f"sqlite:///{workdir / 'ledger.db'}")
+    run = store.recent_runs(ledger, "nightly")[-1]  # the first (a second may start at SIGTERM)
+    assert (run.trigger, run.status) == ("schedule", "done")
+    assert run.summary is not None
+    assert "2 new contact(s)" in run.summary
+    assert "agent_unavailable 2" in run.summary
+
+
+def test_sigterm_lets_attempts_in_flight_finish_and_exits_0(
+    workdir: Path, devstack_env: dict[str, str]
+) -> None:
+    proc = start_scheduler(workdir, environment(workdir, devstack_env))
+    log = workdir / "scheduler.log"
+    deadline = time.monotonic() + 90
+    while not any(a.status != "done" for a in attempts(workdir)):  # an attempt in flight
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    assert stop(proc) == 0, log.read_text()
+
+    made = attempts(workdir)
+    assert made
+    assert all(a.status == "done" and a.outcome == "agent_unavailable" for a in made)
+    output = log.read_text()
+    assert "received SIGTERM" in output
+    assert "draining" in output
+    ledger = open_ledger(f"sqlite:///{workdir / 'ledger.db'}")
+    (run,) = store.recent_runs(ledger, "nightly")
+    assert run.status == "interrupted", run.summary
+    assert list((workdir / "metrics_reports").glob("nightly-*.xlsx"))

@@ -1,0 +1,145 @@
+"""A scheduled run imports what is new: changed sheets and sheets dropped into the inbox."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from campaign.config import get_settings
+from campaign.dialer import dial_campaign
+from campaign.scheduler import CampaignScheduler
+from campaign.store import Contact, open_ledger
+from campaign.store.models import Rejection
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def livekit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The engine requires credentials; these runs end before any request is sent."""
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "not-used-by-these-tests")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+CAMPAIGN_YAML = """\
+name: nightly
+contacts: nightly.csv
+region: US
+trunk_id: ST_test
+agent_name: test-agent
+time_zone: America/New_York
+end_at: 2020-01-01T00:00:00Z  # over: the engine runs and dials no one
+"""
+
+
+@pytest.fixture
+def service(any_ledger_url: str, tmp_path: Path) -> Iterator[CampaignScheduler]:
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / "nightly.yaml").write_text(CAMPAIGN_YAML)
+    (campaigns / "nightly.csv").write_text("Name,Phone\nAda,+1 212-736-0101\n")
+    scheduler = CampaignScheduler(
+        open_ledger(any_ledger_url),
+        campaigns_dir=campaigns,
+        reports_dir=tmp_path / "metrics_reports",
+        dialer=dial_campaign,
+        inbox_min_age_seconds=5,
+    )
+    yield scheduler
+    scheduler.ledger.dispose()
+
+
+def drop(folder: Path, name: str, content: str | bytes, *, age: float = 60) -> Path:
+    """A sheet copied into the inbox `age` seconds ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    mtime = time.time() - age
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def numbers(service: CampaignScheduler) -> dict[str, tuple[int, str]]:
+    with service.ledger.session() as s:
+        return {c.e164: (c.id, c.status) for c in s.scalars(select(Contact))}
+
+
+def test_inbox_sheets_are_imported_and_moved_and_a_malformed_one_fails_with_a_note(
+    service: CampaignScheduler,
+) -> None:
+    root = service.campaigns_dir / "nightly"
+    drop(root / "inbox", "monday.csv", "Name,Phone\nGrace,(212) 736-0111\nAda,+1 212-736-0101\n")
+    drop(root / "inbox", "broken.xlsx", b"PK\x03\x04 this is not a workbook")
+    drop(root / "inbox", "notes.csv", "Name,Comment\nAda,likes engines\n")
+    drop(root / "inbox", ".copying.csv", "Name,Phone\nAlan,212.736.0102\n")
+    drop(root / "inbox", "late.csv", "Name,Phone\nAlan,212.736.0102\n", age=0)
+
+    result = service.run("nightly")
+
+    assert result.status == "done", result.line()
+    assert (result.inbox_imported, result.inbox_failed) == (1, 2)
+    assert result.new_contacts == 2  # Ada from the campaign sheet, Grace from the inbox
+    assert set(numbers(service)) == {"+12127360101", "+12127360111"}
+
+    processed = sorted(p.name for p in (root / "processed").iterdir())
+    assert len(processed) == 1
+    assert processed[0].endswith("Z-monday.csv")
+    failed = sorted(p.name for p in (root / "failed").iterdir())
+    assert len(failed) == 4
+    broken_note = next(root.glob("failed/*-broken.xlsx.error.txt")).read_text()
+    assert "not a readable Excel file" in broken_note
+    notes_note = next(root.glob("failed/*-notes.csv.error.txt")).read_text()
+    assert "phone" in notes_note.lower()
+    # Hidden and still-being-written files wait for the next run.
+    assert sorted(p.name for p in (root / "inbox").iterdir()) == [".copying.csv", "late.csv"]
+
+    with service.ledger.session() as s:
+        sources = set(s.scalars(select(Contact.source)))
+    assert str(root / "processed" / processed[0]) in sources
+
+
+def test_a_changed_sheet_adds_new_contacts_and_leaves_existing_ones_alone(
+    service: CampaignScheduler,
+) -> None:
+    first = service.run("nightly")
+    assert first.new_contacts == 1
+    before = numbers(service)
+    with service.ledger.session() as s:  # Ada was called and completed since
+        s.execute(update(Contact).values(status="completed", attempts_count=1))
+
+    sheet = service.campaigns_dir / "nightly.csv"
+    sheet.write_text(sheet.read_text() + "Grace,(212) 736-0111\nNobody,call me maybe\n")
+    second = service.run("nightly")
+
+    assert second.status == "done", second.line()
+    assert second.new_contacts == 1
+    after = numbers(service)
+    assert after["+12127360101"] == (before["+12127360101"][0], "completed")
+    assert after["+12127360111"][1] == "pending"
+    with service.ledger.session() as s:
+        assert [r.reason for r in s.scalars(select(Rejection))] == ["unparseable"]
+
+    third = service.run("nightly")  # nothing new: nothing changes
+    assert third.new_contacts == 0
+    assert numbers(service) == after
+
+
+def test_the_same_file_name_dropped_every_day_never_collides(service: CampaignScheduler) -> None:
+    root = service.campaigns_dir / "nightly"
+    drop(root / "inbox", "contacts.csv", "Name,Phone\nGrace,(212) 736-0111\n", age=86_400 + 60)
+    assert service.run("nightly").inbox_imported == 1
+    drop(root / "inbox", "contacts.csv", "Name,Phone\nAlan,212.736.0102\n", age=60)
+    assert service.run("nightly").inbox_imported == 1
+    assert len(list((root / "processed").glob("*-contacts.csv"))) == 2
+    assert {"+12127360111", "+12127360102"} <= set(numbers(service))
