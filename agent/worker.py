@@ -9,6 +9,7 @@ scripted conversation or leaves the voicemail message, and records the call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -44,6 +45,8 @@ USER_SILENCE_S = 8.0
 #: Quiet needed after a voicemail greeting (and its beep) before leaving the message.
 BEEP_QUIET_S = 1.0
 BEEP_WAIT_MAX_S = 10.0
+#: Longest a `dialer doctor` probe job stays in its room.
+PROBE_STAY_S = 30.0
 
 _AMD_RESULTS = {
     AMDCategory.HUMAN: AmdResult.HUMAN,
@@ -109,6 +112,9 @@ async def entrypoint(ctx: JobContext) -> None:
     if request is None:
         ctx.shutdown(reason="bad dial request")
         return
+    if request.probe:
+        await _answer_probe(ctx)
+        return
     ctx.log_context_fields = {
         "campaign": request.campaign,
         "contact_id": request.contact_id,
@@ -169,6 +175,18 @@ async def entrypoint(ctx: JobContext) -> None:
         # recorded, then re-raised for the framework to log and end the job
         recorder.fail(exc)
         raise
+
+
+async def _answer_probe(ctx: JobContext) -> None:
+    """`dialer doctor`'s test dispatch: be seen in the room, then leave; record nothing."""
+    await ctx.connect()
+    logger.info("probe dispatch from dialer doctor: joined room %s", ctx.room.name)
+    closed = asyncio.Event()
+    ctx.room.on("disconnected", lambda *_: closed.set())
+    # the doctor deletes the room once it saw us; the bound covers a doctor that died
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closed.wait(), timeout=PROBE_STAY_S)
+    ctx.shutdown(reason="probe done")
 
 
 async def _run_call(

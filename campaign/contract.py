@@ -68,3 +68,6 @@ class DialRequest(BaseModel):
     store_transcripts: bool = True
     max_call_duration_s: float = 600.0
     is_test: bool = False
+    #: a `dialer doctor` probe, not a call: the agent joins, logs, and leaves when the
+    #: room closes, writing nothing (contact and attempt ids are 0)
+    probe: bool = False
