@@ -10,11 +10,14 @@ and of a dialable type; it is stored as E.164; the first row with an E.164 wins
 and later ones are duplicates. Row numbers are as a spreadsheet shows them
 (header is row 1).
 
-Speed: each distinct raw string is normalised once. Plain inputs (digits with
-common punctuation, the vast majority) take `_FastPath`, which follows
-phonenumbers' own `parse` / `number_type` / time-zone steps with the metadata
-patterns compiled once; everything else goes through phonenumbers itself.
+Speed (see docs/performance.md, "Ingest"): each distinct cell is normalised once
+per sheet. Plain inputs (digits with common punctuation, the vast majority) take
+`_FastPath`, which follows phonenumbers' own `parse` / `number_type` / time-zone
+steps with each region's type patterns compiled into one regex per number length;
+everything else goes through phonenumbers itself.
 `tests/unit/test_contacts_numbers.py` holds the two paths to the same answers.
+Rows are tuples, accepted contacts are built when read (`AcceptedContacts`), and
+the garbage collector waits while a sheet's results are built.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ log = logging.getLogger(__name__)
 re_util.enable_pattern_cache()
 
 __all__ = [
+    "AcceptedContacts",
     "Columns",
     "Duplicate",
     "NormalisedNumber",
     "ParsedContact",
     "Reason",
     "Rejected",
+    "Row",
     "Sheet",
     "SheetError",
     "SheetResult",
@@ -216,7 +221,6 @@ class _Rules:
     """One region's metadata, compiled: what `_FastPath` needs from PhoneMetadata."""
 
     def __init__(self, metadata: Any) -> None:
-        self.region: str = metadata.id
         self.country_code: int = metadata.country_code
         self.country_code_str = str(metadata.country_code)
         general = metadata.general_desc.national_number_pattern
@@ -1223,12 +1227,12 @@ def validate_sheet(
     accepted = AcceptedContacts(data, columns)
     result = SheetResult(data.source, region, len(rows), columns.describe(headers), accepted)
     normaliser = _Normaliser(region)
-    # Each distinct cell is normalised once; sheets repeat cells (and rewrite them).
+    # Each distinct cell is normalised once per sheet (sheets repeat cells).
     memo: dict[str, NormalisedNumber] = {}
     first_row: dict[str, int] = {}
     zones = _zone_names()
     phone, fallbacks, tz_column = columns.phone, columns.phone_fallbacks, columns.timezone
-    positions, numbers = accepted._positions, accepted._numbers
+    positions, numbers = accepted._positions, accepted._numbers  # filled in place, row order
     total = len(rows)
     with _collector_paused():
         phones = [row[phone] if phone < len(row) else "" for row in rows]
@@ -1277,18 +1281,22 @@ def validate_sheet(
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a sheet's results are built.
+    """Hold the cyclic garbage collector while a sheet's results are built.
 
-    Every few hundred new objects start a collection, and the older
-    collections walk everything built so far again and again (a quarter of
-    the time of checking a 1M-row CSV); these objects form no cycles, so
-    nothing is lost by waiting.
+    A million rows make about a million new objects (answers, rejected rows);
+    left alone, the collector walks them again and again as they pile up, and
+    once more when they are done (a quarter of the time of checking a 1M-row
+    CSV). They form no cycles, so they skip the young generations and join the
+    oldest one directly, which a full collection still visits.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:  # never thaw what someone else froze
+            gc.freeze()  # every tracked object to the permanent generation (no walk)...
+            gc.unfreeze()  # ...and back, into the oldest generation
         if enabled:
             gc.enable()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
 from pathlib import Path
@@ -313,3 +314,38 @@ def test_binary_file(tmp_path: Path) -> None:
     path.write_bytes(b"\x00\x01\x02phone\x00")
     with pytest.raises(SheetError, match="binary data"):
         read_sheet(path)
+
+
+def test_accepted_contacts_read_like_a_list(tmp_path: Path) -> None:
+    text = (
+        "Name,Phone,City\n"
+        "Ann,(415) 555-2671,SF\n"
+        "Bob,212-555-0187,NY\n"
+        "Cy,n/a,LA\n"
+        "Dee,+44 7911 123456,London\n"
+    )
+    accepted = validate_sheet(write_csv(tmp_path / "s.csv", text), region="US").accepted
+    everyone = list(accepted)
+    assert len(accepted) == 3
+    assert [(c.row, c.name, c.variables) for c in everyone] == [
+        (2, "Ann", {"City": "SF"}),
+        (3, "Bob", {"City": "NY"}),
+        (5, "Dee", {"City": "London"}),
+    ]
+    assert accepted[-1] == everyone[2]
+    assert accepted[1:] == everyone[1:]
+    assert accepted.e164s() == ["+14155552671", "+12125550187", "+447911123456"]
+    with pytest.raises(IndexError):
+        accepted[3]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_checking_leaves_the_garbage_collector_as_it_was(tmp_path: Path, enabled: bool) -> None:
+    path = write_csv(tmp_path / "s.csv", "Name,Phone\nAnn,(415) 555-2671\n")
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        validate_sheet(path, region="US")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
