@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -60,8 +61,9 @@ app.add_typer(dnc_app, name="dnc", no_args_is_help=True)
 schedule_app = typer.Typer(help="Nightly campaign runs, fired by `dialer scheduler`.")
 app.add_typer(schedule_app, name="schedule", no_args_is_help=True)
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped output (scripts, logs, tests) is not wrapped at 80 columns: a long path stays one line.
+out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 #: sheets with more rows than this get a progress bar
 PROGRESS_ROWS = 10_000
@@ -681,11 +683,16 @@ _DOCTOR_MARKS = {
 
 def _print_doctor(report: preflight.DoctorReport) -> None:
     for check in report.checks:
-        fix = f" [bold]fix:[/bold] {check.fix}" if check.fix and check.status != "pass" else ""
         line = f"{_DOCTOR_MARKS[check.status]}  {check.name:<14}{rich_escape(check.detail)}"
-        out.print(line + (" —" + fix if fix else ""), markup=True, soft_wrap=True)
-    failed = sum(check.status is preflight.Status.FAIL for check in report.checks)
-    out.print("All checks passed." if not failed else f"{failed} check(s) failed.")
+        if check.fix:
+            line += f" — [bold]fix:[/bold] {rich_escape(check.fix)}"
+        out.print(line, markup=True, soft_wrap=True)
+    statuses = Counter(check.status for check in report.checks)
+    warned = (
+        f"; {statuses[preflight.Status.WARN]} warning(s)" if statuses[preflight.Status.WARN] else ""
+    )
+    failed = statuses[preflight.Status.FAIL]
+    out.print(f"{failed} check(s) failed{warned}." if failed else f"All checks passed{warned}.")
 
 
 def _schedule_line(view: ScheduleView) -> str:

@@ -197,7 +197,13 @@ def check_ledger(url: str) -> Check:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database).expanduser()
         if not path.exists():
-            return Check("ledger", Status.FAIL, f"no ledger file at {path} yet", fix_migrate)
+            # not a fault: the first `dialer import` or `dialer run` creates and migrates it
+            return Check(
+                "ledger",
+                Status.WARN,
+                f"no ledger file at {path} yet",
+                "none needed: the first `dialer import` or `dialer run` creates it",
+            )
     try:
         ledger = Ledger(url)
     except LedgerError as exc:
