@@ -1,11 +1,9 @@
 """A schedule added with `dialer schedule add` fires in `dialer scheduler`, runs the campaign
-against the devstack's LiveKit server and leaves its workbook in `metrics_reports/`.
+against the devstack with the real agent worker and leaves its workbook in `metrics_reports/`.
 
-The campaign's agent name is unique to the test and no worker registers it, so every
-attempt is real up to the agent: the room is created, the agent dispatched, the dialer
-waits for it, and with no agent it does not dial (`agent_unavailable`), which is the
-engine's rule. SIGTERM during that wait is a run with attempts in flight: they finish,
-are recorded, and the process exits 0.
+The SIGTERM test names an agent no worker registers, so each attempt waits for an agent
+that never comes (and is then not dialed, `agent_unavailable`): a run with attempts in
+flight whose length the test controls. They finish, are recorded, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -25,12 +23,15 @@ from campaign.store import Attempt, open_ledger
 from campaign.store import schedules as store
 from devstack import phones
 from devstack.phones import Behaviour
+from tests.e2e.agent_worker import start_agent_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
-def campaign_yaml(agent: str) -> str:
-    return f"""\
+def write_campaign(workdir: Path, agent: str, *, agent_join_timeout: str) -> Path:
+    campaigns = workdir / "campaigns"
+    campaigns.mkdir(exist_ok=True)
+    (campaigns / "nightly.yaml").write_text(f"""\
 name: nightly
 contacts: nightly.csv
 region: US
@@ -38,21 +39,19 @@ agent_name: {agent}
 max_concurrent_calls: 2
 calling_hours: {{start: "00:00", end: "24:00", days: all, override_legal_limits: true}}
 time_zone: America/New_York
-agent_join_timeout: 4s
-is_test: true
-"""
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    campaigns = tmp_path / "campaigns"
-    campaigns.mkdir()
-    (campaigns / "nightly.yaml").write_text(campaign_yaml(f"sched-e2e-{uuid.uuid4().hex[:8]}"))
+agent_join_timeout: {agent_join_timeout}
+retry: {{busy: never}}
+""")
     (campaigns / "nightly.csv").write_text(
         "Name,Phone\n"
         f"Busy Bee,{phones.NUMBERS[Behaviour.BUSY]}\n"
         f"Dee Clines,{phones.NUMBERS[Behaviour.DECLINES]}\n"
     )
+    return workdir
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
@@ -102,18 +101,23 @@ def attempts(workdir: Path) -> list[Attempt]:
 def test_a_scheduled_run_fires_dials_through_livekit_and_writes_the_workbook(
     workdir: Path, devstack_env: dict[str, str]
 ) -> None:
-    proc = start_scheduler(workdir, environment(workdir, devstack_env))
-    log = workdir / "scheduler.log"
-    deadline = time.monotonic() + 150  # the next minute, plus the run
-    while "campaign nightly: done" not in log.read_text():
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    assert stop(proc) == 0, log.read_text()
+    env = environment(workdir, devstack_env)
+    with start_agent_worker(database_url=env["DIALER_DATABASE_URL"], env=devstack_env) as worker:
+        write_campaign(workdir, worker.agent_name, agent_join_timeout="30s")
+        proc = start_scheduler(workdir, env)
+        log = workdir / "scheduler.log"
+        deadline = time.monotonic() + 150  # the next minute, plus the run
+        while "campaign nightly: done" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert stop(proc) == 0, log.read_text()
 
     made = attempts(workdir)[:2]
     assert len(made) == 2
-    assert {a.outcome for a in made} == {"agent_unavailable"}
+    # the agent joined each room, so the phones were really dialed and answered as they do
+    assert sorted(a.outcome or "" for a in made) == ["busy", "declined"]
+    assert sorted(a.sip_status_code or 0 for a in made) == [486, 603]
     assert all(a.room_name.startswith("nightly-") for a in made)
     assert all(a.status == "done" and a.ended_at is not None for a in made)
     assert len(list((workdir / "metrics_reports").glob("nightly-*.xlsx"))) == 1
@@ -122,12 +126,12 @@ def test_a_scheduled_run_fires_dials_through_livekit_and_writes_the_workbook(
     assert (run.trigger, run.status) == ("schedule", "done")
     assert run.summary is not None
     assert "2 new contact(s)" in run.summary
-    assert "agent_unavailable 2" in run.summary
 
 
 def test_sigterm_lets_attempts_in_flight_finish_and_exits_0(
     workdir: Path, devstack_env: dict[str, str]
 ) -> None:
+    write_campaign(workdir, f"sched-e2e-{uuid.uuid4().hex[:8]}", agent_join_timeout="4s")
     proc = start_scheduler(workdir, environment(workdir, devstack_env))
     log = workdir / "scheduler.log"
     deadline = time.monotonic() + 90
