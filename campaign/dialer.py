@@ -457,11 +457,11 @@ class Dialer:
         if not result.answered:
             outcome = Outcome.CANCELLED if self._hangup else result.outcome or Outcome.FAILED
             logger.info(
-                "attempt %d to %s: %s (SIP %s)",
+                "attempt %d to %s: %s (%s)",
                 c.attempt_id,
                 call.masked,
                 outcome,
-                result.sip_status_code,
+                f"SIP {result.sip_status_code}" if result.sip_status_code else "no SIP response",
             )
             await self._delete_quietly(c.room_name)
             self._finalise(

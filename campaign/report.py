@@ -722,8 +722,6 @@ def _write_summary(
     s.line("Period start (UTC): first attempt claimed", stats.first_claimed)
     s.line("Period end (UTC): last call ended", stats.last_ended)
     s.line("Test attempts left out", test_attempts, fmts=(None, Kind.COUNT))
-    for key, value in _flatten("", campaign.config):
-        s.line(f"Setting: {key}", value)
 
     s.section("Contacts", "Count", "Share")
     s.counts("Contacts imported", stats.contacts)
@@ -827,6 +825,11 @@ def _write_summary(
         "file (" + ", ".join(Pricing.model_fields) + "); a missing price counts as 0.",
         fmts=("note",),
     )
+
+    # the figures above are what a manager opens the workbook for; the settings last
+    s.section("Campaign settings (as of the last run)", "Value")
+    for key, value in _flatten("", campaign.config):
+        s.line(f"Setting: {key}", value)
 
 
 def _nice_width(span: float, bins: int) -> float:
