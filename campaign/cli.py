@@ -336,7 +336,9 @@ def run(
     except dialer.USER_ERRORS as exc:
         fail(str(exc))
     out.print(status_table(report.summary))
-    out.print(f"{report.stats.stop_reason}; workbook: {report.workbook}")
+    retry = f"dialer report {report.summary.name}"
+    workbook = report.workbook or f"not written (see the error above; retry: {retry})"
+    out.print(f"{report.stats.stop_reason}; workbook: {workbook}")
 
 
 @app.command()

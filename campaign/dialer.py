@@ -49,7 +49,7 @@ from campaign.contract import DialRequest
 from campaign.live_view import live_view
 from campaign.outcomes import AmdResult, AttemptStatus, CampaignStatus, ContactStatus, Outcome
 from campaign.pacing import TokenBucket
-from campaign.report import write_report
+from campaign.report import ReportError, write_report
 from campaign.retry import decide, parse_duration
 from campaign.store import Ledger, open_ledger, utcnow
 from campaign.store import dialing as store
@@ -708,7 +708,7 @@ class RunReport:
     stats: LiveStats
     summary: store.CampaignSummary
     imported: int
-    workbook: Path
+    workbook: Path | None  #: None when writing it failed (logged; `dialer report` retries)
 
 
 def prepare(config: CampaignConfig, settings: Settings) -> CampaignConfig:
@@ -786,7 +786,12 @@ async def run_campaign(
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
-    workbook = write_report(ledger, config.name)
+    try:
+        workbook: Path | None = write_report(ledger, config.name)
+    except ReportError as exc:
+        # the calls are recorded; a workbook can be written later with `dialer report`
+        logger.error("campaign %s: no workbook: %s", config.name, exc)
+        workbook = None
     return RunReport(stats, store.summary(ledger, config.name), imported, workbook)
 
 
@@ -812,8 +817,14 @@ async def _refresh(live: Live, dialer: Dialer) -> None:
         await asyncio.sleep(1.0)
 
 
+#: A scheduled run waits this long at most for the next retry that falls inside the
+#: calling hours (a no-answer retry 2 h later the same evening is placed in this run;
+#: one that the window pushes to tomorrow ends the run and waits for the next one).
+SCHEDULED_MAX_WAIT_S = 6 * 3600.0
+
+
 def dial_campaign(config: CampaignConfig, ledger: Ledger, stop: threading.Event) -> str:
-    """The scheduler's dialer: run until nothing is due now, or until `stop` is set.
+    """The scheduler's dialer: run until nothing more is dialable tonight, or `stop` is set.
 
     Runs its own event loop in the calling thread; returns the run's summary line.
     """
@@ -826,7 +837,8 @@ def dial_campaign(config: CampaignConfig, ledger: Ledger, stop: threading.Event)
             settings.livekit_api_key,
             settings.livekit_api_secret.get_secret_value(),
         ) as tel:
-            dialer = Dialer(ledger, config, tel, options=RunOptions(max_wait=0.0))
+            options = RunOptions(max_wait=SCHEDULED_MAX_WAIT_S)
+            dialer = Dialer(ledger, config, tel, options=options)
 
             async def watch_stop() -> None:
                 while not stop.is_set():

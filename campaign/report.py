@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 import zipfile
 from array import array
 from collections import Counter
@@ -972,7 +973,9 @@ def write_report(
             test_attempts = 0 if campaign.is_test else q.count_test_attempts(session, campaign.id)
             _write_summary(book, campaign, stats, pricing, moment, test_attempts)
             _write_charts(book, stats)
-            part = out.with_name(out.name + ".part")
+            # A part file of this process's own: two dialers of one campaign may finish in
+            # the same minute and write the same path; each replace is whole, last wins.
+            part = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 book.save(part)

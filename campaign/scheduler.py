@@ -9,7 +9,7 @@ restarts. When a job fires, the run:
    several scheduler processes on one PostgreSQL ledger;
 2. imports what is new: the campaign's sheets (new numbers only; the import is
    idempotent) and every sheet dropped into `campaigns/<name>/inbox/`;
-3. runs the dialer until nothing is due (it honours the calling hours);
+3. runs the dialer until nothing more is dialable tonight (it honours the calling hours);
 4. writes the workbook and logs a one-line summary.
 
 Misfires, on purpose: jobs coalesce (a scheduler that was down across several fire
@@ -89,7 +89,7 @@ _EXPECTED_ERRORS = (ScheduleError, SettingsError, ReportError, *DIALER_ERRORS)
 
 
 class CampaignDialer(Protocol):
-    """Run a campaign until nothing is due now, or until `stop` is set.
+    """Run a campaign until nothing more is dialable in this run, or until `stop` is set.
 
     On `stop` the dialer claims nothing more, lets the calls in flight finish and
     records them, then returns. It returns a one-line summary of what it did.

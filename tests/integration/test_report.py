@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -513,6 +514,17 @@ def test_empty_campaign_gives_a_valid_workbook_that_says_so(ledger: Ledger, tmp_
     for name in ("Contacts", "Attempts", "Turns", "Rejected"):
         assert book[name].max_row == 1, name
     assert book["Charts"]["A1"].value.startswith("No attempts yet")
+
+
+def test_two_writers_of_one_path_both_succeed(ledger: Ledger, tmp_path: Path) -> None:
+    """Two dialers of one campaign can finish in the same minute and write the same file."""
+    build_campaign(ledger)
+    out = tmp_path / "same.xlsx"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        paths = list(pool.map(lambda _: write_report(ledger, "spring-promo", out, now=NOW), [0, 1]))
+    assert paths == [out, out]
+    assert summary(openpyxl.load_workbook(out))["Contacts imported"][0] > 0
+    assert not list(tmp_path.glob("*.part"))  # no part files left behind
 
 
 def test_unknown_campaign_is_a_report_error(ledger: Ledger, tmp_path: Path) -> None:
