@@ -188,6 +188,38 @@ def _on_dnc(e164: Any) -> Any:
     return exists().where(DncEntry.e164 == e164)
 
 
+def new_attempt(
+    session: Session,
+    contact: Contact,
+    *,
+    campaign_name: str,
+    dialer_id: str,
+    is_test: bool,
+    now: datetime,
+) -> Attempt:
+    """Write the contact's next attempt row (`dialing`) and mark the contact in progress.
+
+    The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
+    for campaign claims and `dialer call` alike.
+    """
+    last = session.scalar(select(func.max(Attempt.number)).where(Attempt.contact_id == contact.id))
+    number = (last or 0) + 1
+    attempt = Attempt(
+        campaign_id=contact.campaign_id,
+        contact_id=contact.id,
+        number=number,
+        status=AttemptStatus.DIALING.value,
+        room_name=f"{campaign_name}-{contact.id}-{number}",
+        dialer_id=dialer_id,
+        is_test=is_test,
+        claimed_at=now,
+    )
+    session.add(attempt)
+    contact.status = ContactStatus.IN_PROGRESS.value
+    session.flush()
+    return attempt
+
+
 def claim_next(
     ledger: Ledger,
     campaign: int,
@@ -249,23 +281,15 @@ def claim_next(
 
         bucket.try_take(wall)
         row.pace_tat = bucket.tat
-        last = session.scalar(
-            select(func.max(Attempt.number)).where(Attempt.contact_id == picked.id)
-        )
-        number = (last or 0) + 1
-        attempt = Attempt(
-            campaign_id=campaign,
-            contact_id=picked.id,
-            number=number,
-            status=AttemptStatus.DIALING.value,
-            room_name=f"{campaign_name}-{picked.id}-{number}",
+        attempt = new_attempt(
+            session,
+            picked,
+            campaign_name=campaign_name,
             dialer_id=dialer_id,
             is_test=is_test or picked.is_test,
-            claimed_at=now,
+            now=now,
         )
-        session.add(attempt)
-        picked.status = ContactStatus.IN_PROGRESS.value
-        session.flush()
+        number = attempt.number
         claimed = Claimed(
             attempt_id=attempt.id,
             number=number,

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from campaign.outcomes import AttemptStatus, ContactStatus
 from campaign.store.db import Ledger
-from campaign.store.dialing import CampaignNotFound, Claimed, _serialise
+from campaign.store.dialing import CampaignNotFound, Claimed, _serialise, new_attempt
 from campaign.store.models import Attempt, CallRecord, Campaign, Contact
 
 
@@ -104,27 +103,18 @@ def start_test_call(
         contact.name = name
         contact.variables = dict(variables)
         contact.timezones = list(timezones)
-        contact.status = ContactStatus.IN_PROGRESS.value
         session.flush()
-        last = session.scalar(
-            select(func.max(Attempt.number)).where(Attempt.contact_id == contact.id)
-        )
-        number = (last or 0) + 1
-        attempt = Attempt(
-            campaign_id=campaign_id,
-            contact_id=contact.id,
-            number=number,
-            status=AttemptStatus.DIALING.value,
-            room_name=f"{campaign_name}-{contact.id}-{number}",
+        attempt = new_attempt(
+            session,
+            contact,
+            campaign_name=campaign_name,
             dialer_id=dialer_id,
             is_test=True,
-            claimed_at=now,
+            now=now,
         )
-        session.add(attempt)
-        session.flush()
         return Claimed(
             attempt_id=attempt.id,
-            number=number,
+            number=attempt.number,
             contact_id=contact.id,
             e164=e164,
             extension=extension,
