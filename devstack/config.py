@@ -49,7 +49,8 @@ TRUNK_NAME = "devstack-phones"
 TRUNK_CALLER_ID = "+12127360100"
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE_DIR = ROOT / ".devstack"
+#: resolved, so checkouts that link `.devstack` to one folder share one stack (same argv)
+STATE_DIR = (ROOT / ".devstack").resolve()
 BIN_DIR = STATE_DIR / "bin"
 BUILD_DIR = STATE_DIR / "build"
 RUN_DIR = STATE_DIR / "run"  #: generated configs and pid files

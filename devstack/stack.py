@@ -112,7 +112,7 @@ def parts() -> list[Part]:
             (
                 "sipp",
                 "-sf",
-                str(config.SCENARIO_FILE),
+                str(_scenario()),
                 "-i",
                 config.HOST,
                 "-p",
@@ -143,7 +143,7 @@ def parts() -> list[Part]:
             lambda: _sip_options_ok(config.PHONES_PORT),
             10,
             cwd=config.AUDIO_DIR,  # the scenario names its audio files relative to here
-            inputs=(config.SCENARIO_FILE, config.AUDIO_DIR / "recordings.json"),
+            inputs=(_scenario(), config.AUDIO_DIR / "recordings.json"),
         ),
     ]
 
@@ -350,6 +350,17 @@ def _reap(pid: int) -> None:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             _CHILDREN[pid] = proc
+
+
+def _scenario() -> Path:
+    """The phones' scenario, copied into the state folder so every checkout sharing that
+    folder starts sipp with the same command line (and restarts it only on a real change)."""
+    path = config.RUN_DIR / "phones.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = config.SCENARIO_FILE.read_bytes()
+    if not path.exists() or path.read_bytes() != content:
+        path.write_bytes(content)
+    return path
 
 
 def _livekit_config() -> Path:
