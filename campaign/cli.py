@@ -1,8 +1,9 @@
 """The `dialer` command. Thin on purpose: parse options, call one function, print.
 
 Each command is one function; output helpers sit at the bottom. Errors the user
-can fix (a bad sheet, settings, an unreachable ledger) print one red line and
-exit 1 (input) or 2 (environment), never a traceback.
+can fix (`campaign.errors.UserError`: a bad sheet, settings, an unreachable ledger)
+print one red line and exit with the error's own code, never a traceback. Every CSV
+written here goes through the workbook's `safe_text` gate, so no cell is a formula.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from enum import StrEnum
@@ -29,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from campaign import dialer, preflight
-from campaign.call import CallError, call_number
+from campaign.call import call_number
 from campaign.config import SettingsError, get_settings
 from campaign.contacts import (
     Progress as ProgressCallback,
@@ -43,10 +44,11 @@ from campaign.contacts import (
     read_sheet,
     validate_sheet,
 )
+from campaign.errors import UserError
 from campaign.live_view import status_table
-from campaign.report import ReportError, write_report
-from campaign.scheduler import RunResult, ScheduleError, ScheduleView, campaign_scheduler
-from campaign.store import Ledger, LedgerError, open_ledger
+from campaign.report import safe_text, write_report
+from campaign.scheduler import RunResult, ScheduleView, campaign_scheduler
+from campaign.store import Ledger, open_ledger
 from campaign.store import imports as store
 
 app = typer.Typer(
@@ -104,17 +106,19 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: user errors not yet derived from `UserError` (they exit 1)
+_OTHER_USER_ERRORS = dialer.USER_ERRORS
+
+
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Our own errors become one red line and an exit code instead of a traceback."""
+    """Our own errors become one red line and their exit code instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (SheetError, ScheduleError) as exc:
-            fail(str(exc), code=1)
-        except (SettingsError, LedgerError) as exc:
-            fail(str(exc), code=2)
+        except (UserError, *_OTHER_USER_ERRORS) as exc:
+            fail(str(exc), code=getattr(exc, "exit_code", 1))
 
     return wrapper
 
@@ -185,13 +189,20 @@ def campaigns(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) ->
         _print_json([_jsonable(vars_of(count)) for count in counts])
         return
     if output is OutputFormat.CSV:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["name", "region", "status", "contacts", "rejections", "by_status"])
-        for count in counts:
-            statuses = ";".join(f"{k}={v}" for k, v in sorted(count.by_status.items()))
-            writer.writerow(
-                [count.name, count.region, count.status, count.contacts, count.rejections, statuses]
-            )
+        _print_csv(
+            ["name", "region", "status", "contacts", "rejections", "by_status"],
+            (
+                [
+                    count.name,
+                    count.region,
+                    count.status,
+                    count.contacts,
+                    count.rejections,
+                    ";".join(f"{k}={v}" for k, v in sorted(count.by_status.items())),
+                ]
+                for count in counts
+            ),
+        )
         return
     if not counts:
         out.print("No campaigns yet. Create one with: dialer import FILE --campaign NAME")
@@ -293,9 +304,8 @@ def dnc_list(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) -> 
     if output is OutputFormat.JSON:
         _print_json(entries)
     elif output is OutputFormat.CSV:
-        writer = csv.DictWriter(sys.stdout, fieldnames=["e164", "source", "note", "added_at"])
-        writer.writeheader()
-        writer.writerows(entries)
+        fields = ["e164", "source", "note", "added_at"]
+        _print_csv(fields, ([entry[name] for name in fields] for entry in entries))
     elif not entries:
         out.print("The do-not-call list is empty.")
     else:
@@ -329,12 +339,9 @@ def run(
     db: DbOption = None,
 ) -> None:
     """Run a campaign until nothing is due or dialable. Ctrl-C drains; twice hangs up."""
-    try:
-        report = dialer.run_file(
-            campaign_file, db=db, until=until, max_attempts=max_attempts, max_wait=max_wait
-        )
-    except dialer.USER_ERRORS as exc:
-        fail(str(exc))
+    report = dialer.run_file(
+        campaign_file, db=db, until=until, max_attempts=max_attempts, max_wait=max_wait
+    )
     out.print(status_table(report.summary))
     retry = f"dialer report {report.summary.name}"
     workbook = report.workbook or f"not written (see the error above; retry: {retry})"
@@ -382,18 +389,15 @@ def call(
     db: DbOption = None,
 ) -> None:
     """Place one test call the campaign's way, live; recorded as a test call."""
-    try:
-        report = call_number(
-            number,
-            campaign=campaign,
-            config_file=config,
-            name=name,
-            variables=var,
-            db=db,
-            on_event=lambda at, text: out.print(f"{at:6.1f} s  {text}"),
-        )
-    except (CallError, *dialer.USER_ERRORS) as exc:
-        fail(str(exc))
+    report = call_number(
+        number,
+        campaign=campaign,
+        config_file=config,
+        name=name,
+        variables=var,
+        db=db,
+        on_event=lambda at, text: out.print(f"{at:6.1f} s  {text}"),
+    )
     out.print(f"[bold]Test call to {report.masked}[/bold]", markup=True)
     for line in report.lines():
         out.print(line)
@@ -403,17 +407,11 @@ def call(
 @friendly_errors
 def status(name: NameArgument, db: DbOption = None) -> None:
     """Where a campaign stands, from the ledger (works while it runs elsewhere)."""
-    try:
-        out.print(status_table(dialer.status(_ledger(db), name)))
-    except dialer.USER_ERRORS as exc:
-        fail(str(exc))
+    out.print(status_table(dialer.status(_ledger(db), name)))
 
 
 def _control(action: str, name: str, db: str | None) -> None:
-    try:
-        out.print(dialer.control(_ledger(db), name, action))
-    except dialer.USER_ERRORS as exc:
-        fail(str(exc))
+    out.print(dialer.control(_ledger(db), name, action))
 
 
 @app.command()
@@ -450,10 +448,7 @@ def report(
     db: DbOption = None,
 ) -> None:
     """Write the campaign workbook: summary, contacts, attempts, turns, rejected rows, charts."""
-    try:
-        path = write_report(_ledger(db), name, out_path)
-    except ReportError as exc:
-        fail(str(exc))
+    path = write_report(_ledger(db), name, out_path)
     out.print(f"Workbook: {path}")
 
 
@@ -550,7 +545,10 @@ def main() -> None:
     try:
         level = get_settings().log_level
     except SettingsError as exc:
-        fail(str(exc), code=2)
+        # Outside typer's own handling: print the line and exit here, or Python prints
+        # a traceback for the `Exit` exception.
+        err.print(f"[red]error:[/red] {rich_escape(str(exc))}", markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
     logging.basicConfig(
         level=level,
         format="%(message)s",
@@ -567,8 +565,24 @@ def main() -> None:
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
     """One red line on stderr, then exit."""
-    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    one_line = " ".join(message.split())
+    err.print(f"[red]error:[/red] {rich_escape(one_line)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _print_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """CSV on stdout; every text cell passes the workbook's gate (`report.safe_text`)."""
+    writer = csv.writer(sys.stdout)
+    writer.writerow(header)
+    writer.writerows([_csv_cell(value) for value in row] for row in rows)
+
+
+def _csv_cell(value: Any) -> Any:
+    """Text a spreadsheet would read as a formula gets Excel's own text mark, an apostrophe."""
+    if not isinstance(value, str):
+        return value
+    safe = safe_text(value)
+    return "'" + safe.text if safe.quoted else safe.text
 
 
 def _ledger(db: str | None) -> Ledger:
@@ -625,12 +639,10 @@ def _print_rows_csv(result: SheetResult) -> None:
         rows.append((d.row, [d.row, "duplicate", d.e164, d.raw, "", d.duplicate_of_row]))
     for r in result.rejected:
         rows.append((r.row, [r.row, "rejected", r.e164, r.raw, r.reason.value]))
-    writer = csv.writer(sys.stdout)
-    writer.writerow(
-        ["row", "status", "e164", "raw", "reason", "duplicate_of_row", "name", "timezones", "ext"]
+    _print_csv(
+        ["row", "status", "e164", "raw", "reason", "duplicate_of_row", "name", "timezones", "ext"],
+        (row for _, row in sorted(rows, key=lambda item: item[0])),
     )
-    for _, row in sorted(rows, key=lambda item: item[0]):
-        writer.writerow(row)
 
 
 def _print_check_table(result: SheetResult) -> None:

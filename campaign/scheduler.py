@@ -53,6 +53,7 @@ from campaign.config import Settings, SettingsError
 from campaign.contacts import SheetError, validate_sheet
 from campaign.dialer import USER_ERRORS as DIALER_ERRORS
 from campaign.dialer import dial_campaign
+from campaign.errors import UserError
 from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxError, InboxPaths, pick_up
 from campaign.report import ReportError, default_report_path, write_report
 from campaign.store import Ledger, open_ledger
@@ -80,7 +81,7 @@ DEFAULT_MAX_PARALLEL_RUNS = 4
 _WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError, ValueError):
     """A schedule cannot be added, found or run; the message is one line saying why."""
 
 

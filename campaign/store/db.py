@@ -12,11 +12,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from campaign.errors import UserError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-class LedgerError(RuntimeError):
+class LedgerError(UserError, RuntimeError):
     """The ledger cannot be reached or used; the message says why."""
+
+    exit_code = 4
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -29,7 +33,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for a SQLite file or PostgreSQL URL (`postgresql://` uses psycopg 3)."""
+    """An engine for a SQLite file or PostgreSQL URL (`postgresql://` uses psycopg 3).
+
+    Bound parameters (numbers, names, transcripts) never appear in an error's text, so
+    neither in logs nor in the error columns that store such texts (`hide_parameters`).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -48,10 +56,10 @@ def make_engine(url: str) -> Engine:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LedgerError(f"cannot create the ledger folder {folder}: {exc}") from None
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
 
 
 class Ledger:

@@ -104,7 +104,7 @@ BASE = "name: x\ncontacts: a.csv\n"
             "name: x\ncontacts: a.csv\nstart_at: 2026-03-05\nend_at: 2026-03-04",
             "end_at must be after",
         ),
-        ("name: bad name\ncontacts: a.csv", "name: String should match"),
+        ("name: bad name\ncontacts: a.csv", "name: campaign name 'bad name': use 1-100 letters"),
         ("- a\n- b", "expected a mapping"),
         ("name: [unclosed", "not valid YAML at line 1"),
     ],

@@ -14,7 +14,6 @@ from campaign.contacts import (
     Reason,
     SheetError,
     _Normaliser,
-    mask,
     normalise_number,
 )
 
@@ -126,10 +125,6 @@ def test_unknown_region_is_a_sheet_error() -> None:
 
 def test_region_code_is_case_insensitive() -> None:
     assert normalise_number("07911 123456", "gb").e164 == "+447911123456"
-
-
-def test_mask_hides_the_middle_digits() -> None:
-    assert mask("+14155552671") == "+1415***2671"
 
 
 # --------------------------------------------------------------------------- fast path
