@@ -36,6 +36,8 @@ class CampaignFileError(UserError, ValueError):
     """The campaign file is missing, not YAML, or fails validation; one line per problem."""
 
 
+#: the longest disposition the ledger keeps
+MAX_DISPOSITION = 50
 #: what a campaign may be called: it names a file, a folder and the ledger's row
 CAMPAIGN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -199,6 +201,11 @@ class CampaignConfig(BaseModel):
             raise ValueError("set voicemail_message at the top level or in script, not both")
         if self.dispositions is not None and not self.dispositions:
             raise ValueError("dispositions: give at least one value")
+        for disposition in self.agent_script.dispositions:
+            if not disposition.strip() or len(disposition) > MAX_DISPOSITION:
+                raise ValueError(
+                    f"dispositions: {disposition!r}: give 1 to {MAX_DISPOSITION} characters"
+                )
         if self.start_at and self.end_at and self.end_at <= self.start_at:
             raise ValueError("end_at must be after start_at")
         return self

@@ -100,6 +100,13 @@ class Reason(StrEnum):
     INVALID = "invalid"  #: a number, but not a valid one (wrong length, unknown range)
     NOT_DIALABLE_TYPE = "not_dialable_type"  #: premium-rate, shared-cost, UAN, pager, voicemail
     DO_NOT_CALL = "do_not_call"  #: on the do-not-call list
+    BAD_EXTENSION = "bad_extension"  #: an extension longer than `MAX_EXTENSION` digits
+
+
+#: the longest E.164 number ("+" and 15 digits); a longer parse is kept as no number at all
+MAX_E164 = 16
+#: the longest extension dialed (and stored); a longer one refuses the row
+MAX_EXTENSION = 20
 
 
 #: Number types we never dial (cost the callee or reach no person).
@@ -520,6 +527,8 @@ class _Normaliser:
     ) -> NormalisedNumber:
         e164 = f"+{country_code}{nsn}"
         type_name = _TYPE_NAMES.get(number_type, "unknown")
+        if len(e164) > MAX_E164:  # no such number: store none (it would not fit either)
+            return NormalisedNumber(raw, Reason.INVALID, None, None, type_name)
         if number_type == PhoneNumberType.UNKNOWN:
             return NormalisedNumber(raw, Reason.INVALID, e164, extension or None, type_name)
         if number_type in NOT_DIALABLE_TYPES:
@@ -1758,19 +1767,31 @@ class AcceptedContacts(Sequence[ParsedContact]):
         columns, width = self._columns, len(row)
         assert number.e164 is not None
         zone = _zone_names().get(_cell(row, columns.timezone).casefold())
-        extension = number.extension
-        if extension is None and columns.extension is not None:
-            extension = re.sub(r"\D", "", _cell(row, columns.extension)) or None
         name = " ".join(cell for index in columns.name if (cell := _cell(row, index)))
         return ParsedContact(
             self._sheet.row_numbers[position],
             number.e164,
             number.raw,
-            extension,
+            _extension(number, row, columns),
             name or None,
-            (zone,) if zone else number.timezones,
+            _narrowed(number.timezones, zone),
             {header: (row[i] if i < width else "") for header, i in self._variables},
         )
+
+
+def _narrowed(number_zones: tuple[str, ...], stated: str | None) -> tuple[str, ...]:
+    """A stated zone narrows the hours, never widens them: the window must be open in it
+    and in every zone of the number (a +1 212 number stays in New York's hours)."""
+    if stated is None or stated in number_zones:
+        return number_zones
+    return (*number_zones, stated)
+
+
+def _extension(number: NormalisedNumber, row: Row, columns: Columns) -> str | None:
+    """The number's own extension, else the extension column's digits."""
+    if number.extension is not None or columns.extension is None:
+        return number.extension
+    return re.sub(r"\D", "", _cell(row, columns.extension)) or None
 
 
 def _cell(row: Row, index: int | None) -> str:
@@ -1834,7 +1855,7 @@ class SheetResult:
 
 
 #: rejections of numbers that are valid in themselves
-_VALID_REJECTIONS = frozenset({Reason.NOT_DIALABLE_TYPE, Reason.DO_NOT_CALL})
+_VALID_REJECTIONS = frozenset({Reason.NOT_DIALABLE_TYPE, Reason.DO_NOT_CALL, Reason.BAD_EXTENSION})
 
 Progress = Callable[[int, int], None]
 _PROGRESS_EVERY = 10_000
@@ -1862,6 +1883,7 @@ def validate_sheet(
     first_row: dict[str, int] = {}
     zones = _zone_names()
     phone, fallbacks, tz_column = columns.phone, columns.phone_fallbacks, columns.timezone
+    has_extension = columns.extension is not None
     positions, numbers = accepted._positions, accepted._numbers  # filled in place, row order
     total = len(rows)
     with _collector_paused():
@@ -1884,6 +1906,19 @@ def validate_sheet(
                 )
                 continue
             number = row_numbers[position]
+            if has_extension or parsed.extension:
+                extension = _extension(parsed, rows[position], columns)
+                if extension is not None and len(extension) > MAX_EXTENSION:
+                    result.rejected.append(
+                        Rejected(
+                            number,
+                            raw,
+                            Reason.BAD_EXTENSION,
+                            e164,
+                            _cells(headers, rows[position]),
+                        )
+                    )
+                    continue
             earlier = first_row.setdefault(e164, number)
             if earlier != number:
                 result.duplicates.append(Duplicate(number, e164, raw, earlier))
@@ -1894,7 +1929,7 @@ def validate_sheet(
                 cell = _cell(rows[position], tz_column)
                 if cell and cell.casefold() not in zones:
                     result.warnings.append(
-                        (number, f"unknown time zone {cell!r}; using the number's zones")
+                        (number, f"unknown time zone {cell!r}; using the number's zones only")
                     )
     if progress is not None:
         progress(total, total)

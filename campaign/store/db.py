@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import UserError
@@ -21,6 +21,11 @@ class LedgerError(UserError, RuntimeError):
     """The ledger cannot be reached or used; the message says why."""
 
     exit_code = 4
+
+
+#: faults of the ledger itself (unreachable, locked, gone away), not of the data sent to it:
+#: work that meets one is retried later rather than given up
+LEDGER_FAULTS: tuple[type[Exception], ...] = (LedgerError, OperationalError, InterfaceError)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
