@@ -137,12 +137,17 @@ def check(
 ) -> None:
     """Check a contact sheet: which rows are dialable and why the rest are not. Writes nothing."""
     region_code = check_region(region or DEFAULT_REGION)
-    with _reading(file):
-        data = read_sheet(file, sheet=sheet)
-    with _progress(len(data)) as progress:
-        result = validate_sheet(
-            data, region=region_code, phone_column=phone_column, progress=progress
-        )
+    try:
+        with _reading(file):
+            data = read_sheet(file, sheet=sheet)
+        with _progress(len(data)) as progress:
+            result = validate_sheet(
+                data, region=region_code, phone_column=phone_column, progress=progress
+            )
+    except SheetError as exc:
+        if output is OutputFormat.JSON:  # scripts read stdout: the refusal is there too
+            _print_json({"source": str(file), "errors": [{"line": exc.line, "message": str(exc)}]})
+        raise
     if output is OutputFormat.JSON:
         _print_json(result.to_json())
     elif output is OutputFormat.CSV:

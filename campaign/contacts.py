@@ -1059,7 +1059,8 @@ def _sheet_cells(
     pending = b""
     row_number, column = 0, -1
     flat: list[Any] | None = None
-    stop = preview if preview is not None else limits.max_rows + 1
+    # enough for `_to_sheet` to see one row too many (the header is one more)
+    stop = preview if preview is not None else limits.max_rows + 2
 
     def cells(data: bytes) -> bool:
         """Scan complete rows; False once enough rows are read."""
@@ -1146,8 +1147,6 @@ def _sheet_cells(
     if flat and len(sparse) < stop:
         sparse.append((row_number, flat))
         used.update(flat[0::2])
-    if preview is None and len(sparse) > limits.max_rows:
-        raise _too_many_rows(str(path), limits)
     rows, letters = _dense(sparse, used)
     return _Records(rows, name, letters)
 
@@ -1191,7 +1190,7 @@ _CHILD_SECONDS = 300
 def _calamine_records(
     path: Path, wanted: str | None, limits: SheetLimits, preview: int | None
 ) -> _Records:
-    request = pickle.dumps((str(path), wanted, limits.max_rows, preview))
+    request = pickle.dumps((str(path), wanted, limits.max_rows, preview, _CHILD_MEMORY))
     try:
         completed = subprocess.run(
             [
@@ -1221,8 +1220,6 @@ def _calamine_records(
     if status == "error":
         raise SheetError(payload)
     sparse, used, name = payload
-    if preview is None and len(sparse) > limits.max_rows:
-        raise _too_many_rows(str(path), limits)
     rows, letters = _dense(sparse, used)
     return _Records(rows, name, letters)
 
@@ -1231,8 +1228,8 @@ def _calamine_child() -> None:
     """The child's side: read the request on stdin, answer on stdout, both pickled."""
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (_CHILD_MEMORY, _CHILD_MEMORY))
-    path, wanted, max_rows, preview = pickle.loads(sys.stdin.buffer.read())
+    path, wanted, max_rows, preview, memory = pickle.loads(sys.stdin.buffer.read())
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     try:
         answer: tuple[str, Any] = ("ok", _calamine_read(Path(path), wanted, max_rows, preview))
     except SheetError as exc:
@@ -1257,7 +1254,7 @@ def _calamine_read(
         try:
             data = workbook.get_sheet_by_name(name)
             start = data.start or (0, 0)
-            stop = preview if preview is not None else max_rows + 1
+            stop = preview if preview is not None else max_rows + 2
             sparse: list[tuple[int, list[Any]]] = []
             used: set[int] = set()
             for offset, values in enumerate(data.iter_rows()):
