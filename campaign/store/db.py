@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,7 +41,8 @@ def make_engine(url: str) -> Engine:
     """An engine for a SQLite file or PostgreSQL URL (`postgresql://` uses psycopg 3).
 
     Bound parameters (numbers, names, transcripts) never appear in an error's text, so
-    neither in logs nor in the error columns that store such texts (`hide_parameters`).
+    neither in logs nor in the error columns that store such texts (`hide_parameters`,
+    and `_without_values` for the values PostgreSQL quotes in its own messages).
     """
     try:
         parsed = make_url(url)
@@ -63,8 +64,23 @@ def make_engine(url: str) -> Engine:
                 raise LedgerError(f"cannot create the ledger folder {folder}: {exc}") from None
         engine = create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    event.listen(engine, "handle_error", _without_values)
+    return engine
+
+
+def _without_values(context: ExceptionContext) -> None:
+    """Keep only the first line of a driver's message: PostgreSQL's DETAIL line quotes the
+    row's values (`Key (e164)=(+14155552671) already exists.`)."""
+    original = context.original_exception
+    first = str(original).split("\n", 1)[0]
+    if first == str(original):
+        return
+    original.args = (first,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        wrapped.args = (f"({type(original).__module__}.{type(original).__name__}) {first}",)
 
 
 class Ledger:
