@@ -1216,7 +1216,10 @@ def _calamine_records(
             f"{path}: {cause}, most likely out of memory: the sheet is larger (or its cells"
             " further apart) than can be read; save it as .xlsx or CSV"
         )
-    status, payload = pickle.loads(completed.stdout)  # our own child's answer
+    try:
+        status, payload = pickle.loads(completed.stdout)  # our own child's answer
+    except Exception:
+        raise SheetError(f"{path}: the Excel reader gave no answer; save it as .xlsx") from None
     if status == "error":
         raise SheetError(payload)
     sparse, used, name = payload
