@@ -815,11 +815,15 @@ class _Grammar:
     def __init__(self, prefix: bytes) -> None:
         p = re.escape(prefix)
         # a row's start tag (its attributes), or a cell: the column of a leading `r`
-        # attribute (as writers put it), the other attributes, the content
+        # attribute (as writers put it), the other attributes, then its content: a
+        # plain `<v>` value, a plain inline string, or anything else (read apart)
+        v, t, c = p + rb"v>", p + rb"t>", p + rb"c"
         self.token = re.compile(
-            rb"<" + p + rb"(row)(?=[\s/>])([^>]*)>|<" + p + rb"c(?=[\s/>])"
+            rb"<" + p + rb"(row)(?=[\s/>])([^>]*)>|<" + c + rb"(?=[\s/>])"
             rb"(?:\s+r\s*=\s*[\"']\$?([A-Za-z]{1,3})\$?\d*[\"'])?([^>]*?)"
-            rb"(?:/>|>(.*?)</" + p + rb"c\s*>)",
+            rb"(?:/>|><" + v + rb"([^<]*)</" + v + rb"</" + c + rb">"
+            rb"|><" + p + rb"is><" + t + rb"([^<]*)</" + t + rb"</" + p + rb"is></" + c + rb">"
+            rb"|>(.*?)</" + c + rb"\s*>)",
             re.S,
         )
         self.row_end = b"</" + prefix + b"row>"
@@ -828,10 +832,6 @@ class _Grammar:
         self.phonetic = re.compile(rb"<" + p + rb"rPh\b.*?</" + p + rb"rPh\s*>", re.S)
         self.item = re.compile(rb"<" + p + rb"si(?:\s[^>]*)?(?:/>|>(.*?)</" + p + rb"si\s*>)", re.S)
         self.item_end = b"</" + prefix + b"si>"
-        # the shapes nearly every writer uses, read without a regex
-        self.value_open = b"<" + prefix + b"v>"
-        self.inline_open = b"<" + prefix + b"is><" + prefix + b"t>"
-        self.inline_close = b"</" + prefix + b"t></" + prefix + b"is>"
 
     def texts(self, inner: bytes) -> str:
         """The text of an `<is>` or `<si>`: its runs joined, phonetic guides left out."""
@@ -1067,10 +1067,7 @@ def _sheet_cells(
         nonlocal row_number, column, flat
         assert grammar is not None
         value_of = grammar.value.search
-        value_open, value_start = grammar.value_open, len(grammar.value_open)
-        inline_open, inline_close = grammar.inline_open, grammar.inline_close
-        inline_start, inline_end = len(inline_open), -len(inline_close)
-        for is_row, row_attrs, letters, attrs, inner in grammar.token.findall(data):
+        for is_row, row_attrs, letters, attrs, raw, inline, inner in grammar.token.findall(data):
             if is_row:
                 if flat:
                     sparse.append((row_number, flat))
@@ -1092,27 +1089,20 @@ def _sheet_cells(
                 ref = _REF.search(attrs)
                 column = _column_index(ref.group(1), columns) if ref else column + 1
                 kind_and_date = _cell_kind(attrs, date_styles)
-            if not inner:
-                continue
             kind, is_date = kind_and_date
-            if kind == b"inlineStr":
-                raw = inner[inline_start:inline_end]
-                if (
-                    inner.startswith(inline_open)
-                    and inner.endswith(inline_close)
-                    and b"<" not in raw
-                ):
-                    text = _xml_text(raw)
-                else:
+            if inline:
+                text = _xml_text(inline)
+            elif inner:
+                if kind == b"inlineStr":
                     text = grammar.texts(inner)
-            else:
-                if inner.startswith(value_open):
-                    raw = inner[value_start : inner.find(b"<", value_start)]
+                    raw = b""
                 else:
                     found_value = value_of(inner)
-                    if found_value is None:
-                        continue
-                    raw = found_value.group(1)
+                    raw = found_value.group(1) if found_value else b""
+                    text = ""
+            else:
+                text = ""
+            if raw:
                 if kind == b"s":
                     text = shared[int(raw)]
                 elif kind == b"n":
