@@ -103,8 +103,9 @@ class Reason(StrEnum):
     BAD_EXTENSION = "bad_extension"  #: an extension longer than `MAX_EXTENSION` digits
 
 
-#: the longest E.164 number ("+" and 15 digits); a longer parse is kept as no number at all
-MAX_E164 = 16
+#: the longest number kept (the ledger's column): E.164 allows 15 digits, phonenumbers
+#: parses up to 20; an invalid parse longer than this is kept as no number at all
+MAX_E164 = 20
 #: the longest extension dialed (and stored); a longer one refuses the row
 MAX_EXTENSION = 20
 
@@ -527,8 +528,8 @@ class _Normaliser:
     ) -> NormalisedNumber:
         e164 = f"+{country_code}{nsn}"
         type_name = _TYPE_NAMES.get(number_type, "unknown")
-        if len(e164) > MAX_E164:  # no such number: store none (it would not fit either)
-            return NormalisedNumber(raw, Reason.INVALID, None, None, type_name)
+        if len(e164) > MAX_E164:  # no such number: keep none (it would not fit either)
+            return NormalisedNumber(raw, Reason.INVALID)
         if number_type == PhoneNumberType.UNKNOWN:
             return NormalisedNumber(raw, Reason.INVALID, e164, extension or None, type_name)
         if number_type in NOT_DIALABLE_TYPES:

@@ -21,7 +21,7 @@ LONG_NAME = "Ada " + "Lovelace" * 40  # 324 characters
 HOSTILE = (
     "Name,Phone,Ext,Notes\n"
     f"{LONG_NAME},+1 212-736-0101,,gold\n"
-    "Invalid,+99 12345678901234567,,an E.164 of 21 characters if it were kept\n"
+    "Invalid,+880 12345678901234567,,an E.164 of 21 characters if it were kept\n"
     f"Long ext,+1 212-736-0111,{'7' * 25},\n"
     'Formula,+1 212-736-0102,,"=HYPERLINK(""http://x"",""y"")"\n'
     "Twenty,+1 212-736-0103,12345678901234567890,\n"

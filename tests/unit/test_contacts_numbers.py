@@ -10,6 +10,7 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from phonenumbers.timezone import time_zones_for_number
 
 from campaign.contacts import (
+    MAX_E164,
     NormalisedNumber,
     Reason,
     SheetError,
@@ -139,6 +140,8 @@ def _reference(raw: str, region: str) -> NormalisedNumber:
             return NormalisedNumber(raw, Reason.UNPARSEABLE)
         return NormalisedNumber(raw, Reason.INVALID)
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    if len(e164) > MAX_E164:  # the policy keeps no number longer than the ledger's column
+        return NormalisedNumber(raw, Reason.INVALID)
     if not phonenumbers.is_valid_number(number):
         return NormalisedNumber(raw, Reason.INVALID, e164, None, "unknown")
     number_type = phonenumbers.number_type(number)

@@ -1,8 +1,8 @@
 """column sizes: a sheet's path is as long as the file system allows
 
 `contacts.source` and `rejections.source` were `varchar(500)`: on PostgreSQL one sheet in a
-deep folder failed its whole import. Other sizes hold what validation lets through (E.164
-numbers of 16 characters, extensions of 20 digits, campaign names of 100).
+deep folder failed its whole import. Other sizes hold what validation lets through (numbers
+of 20 characters, extensions of 20 digits, campaign names of 100).
 
 Revision ID: 0004
 Revises: 0001
