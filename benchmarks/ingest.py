@@ -164,10 +164,11 @@ def write_xlsx(path: Path, rows: int) -> None:
 
 #: what each job imports before its clock starts (the same libraries a caller has loaded)
 PRELOAD = {
-    "ours_check": ["campaign.contacts"],
-    "ours_check_built": ["campaign.contacts"],
+    # campaign.config: the settings (sheet limits) every caller of ours has loaded already
+    "ours_check": ["campaign.contacts", "campaign.config"],
+    "ours_check_built": ["campaign.contacts", "campaign.config"],
     "baseline_check": ["pandas", "phonenumbers"],
-    "ours_read_excel": ["campaign.contacts"],
+    "ours_read_excel": ["campaign.contacts", "campaign.config"],
     "pandas_read_excel": ["pandas", "openpyxl"],
 }
 
