@@ -48,8 +48,9 @@ from campaign.errors import UserError
 from campaign.live_view import status_table
 from campaign.report import safe_text, write_report
 from campaign.scheduler import RunResult, ScheduleView, campaign_scheduler
-from campaign.store import Ledger, open_ledger
+from campaign.store import Ledger, LedgerError, open_ledger
 from campaign.store import imports as store
+from campaign.store.db import DRIVER_ERRORS
 
 app = typer.Typer(
     name="dialer",
@@ -119,6 +120,9 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (UserError, *_OTHER_USER_ERRORS) as exc:
             fail(str(exc), code=getattr(exc, "exit_code", 1))
+        except DRIVER_ERRORS as exc:  # the ledger failed mid-command
+            cause = getattr(exc, "orig", None) or exc
+            fail(f"the ledger failed: {str(cause).splitlines()[0]}", code=LedgerError.exit_code)
 
     return wrapper
 

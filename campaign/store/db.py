@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import UserError
@@ -26,6 +26,8 @@ class LedgerError(UserError, RuntimeError):
 #: faults of the ledger itself (unreachable, locked, gone away), not of the data sent to it:
 #: work that meets one is retried later rather than given up
 LEDGER_FAULTS: tuple[type[Exception], ...] = (LedgerError, OperationalError, InterfaceError)
+#: anything the database driver raised (its message holds no bound values: `_without_values`)
+DRIVER_ERRORS: tuple[type[Exception], ...] = (DBAPIError,)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -113,6 +115,9 @@ class Ledger:
         except OperationalError as exc:
             reason = " ".join(str(exc.orig).split())  # drivers' messages span lines
             raise LedgerError(f"cannot reach the ledger at {self.safe_url}: {reason}") from None
+        except DBAPIError as exc:  # reached, but no ledger there (not a database, say)
+            reason = " ".join(str(exc.orig).split())
+            raise LedgerError(f"cannot use the ledger at {self.safe_url}: {reason}") from None
 
     def is_current(self) -> bool:
         """True when the schema is at the newest migration."""

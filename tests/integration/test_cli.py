@@ -252,3 +252,14 @@ def test_import_refuses_a_name_the_campaign_file_refuses(runner: CliRunner, shee
     assert result.exit_code == 1
     assert "campaign name 'bad name!'" in result.stderr
     assert json.loads(runner.invoke(app, ["campaigns", "--format", "json"]).stdout) == []
+
+
+def test_a_ledger_file_that_is_no_database_is_one_line(tmp_path: Path) -> None:
+    """The driver's own error (not a connection fault) is a one-line refusal too."""
+    broken = tmp_path / "ledger.db"
+    broken.write_bytes(b"this is not a SQLite database" * 100)
+    completed = dialer(["campaigns"], DIALER_DATABASE_URL=f"sqlite:///{broken}")
+    assert completed.returncode == 4, completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), completed.stderr
