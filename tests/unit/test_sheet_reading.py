@@ -430,3 +430,19 @@ def test_an_extension_longer_than_the_ledger_keeps_refuses_the_row(tmp_path: Pat
 def test_variable_columns_come_from_the_first_rows(tmp_path: Path) -> None:
     path = csv_sheet(tmp_path, "Name,Phone,Plan,City\nAda,+1 212-736-0101,gold,NY\n")
     assert variable_columns(path, "US") == ["Plan", "City"]
+
+
+def test_a_shared_string_that_does_not_exist_is_a_refusal(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.xlsx"
+    workbook = xlsxwriter.Workbook(str(plain))
+    workbook.add_worksheet().write_row(0, 0, ["Name", "Phone"])
+    workbook.close()
+    broken = tmp_path / "broken.xlsx"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(broken, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"<v>1</v>", b"<v>99</v>")
+            target.writestr(item, data)
+    with pytest.raises(SheetError, match=r"not a readable Excel file \(IndexError"):
+        read_sheet(broken)
