@@ -857,8 +857,13 @@ def _is_xlsx(path: Path) -> bool:
     """A zip holding SpreadsheetML (XLSX, XLSM); ODS and XLSB go to calamine."""
     try:
         with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "xl/workbook.xml" in names:
+                return True
+            if "xl/workbook.bin" in names or "content.xml" in names:
+                return False
             main = _main_part(archive)
-    except (zipfile.BadZipFile, OSError, KeyError, ET.ParseError, ValueError):
+    except Exception:  # not even a zip to look into: calamine says what it is
         return False
     return main is not None and main.endswith(".xml")
 

@@ -446,3 +446,20 @@ def test_a_shared_string_that_does_not_exist_is_a_refusal(tmp_path: Path) -> Non
             target.writestr(item, data)
     with pytest.raises(SheetError, match=r"not a readable Excel file \(IndexError"):
         read_sheet(broken)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_damaged_file_is_read_or_refused_never_anything_else(tmp_path: Path, seed: int) -> None:
+    rng = __import__("random").Random(seed)
+    source = xlsx_with_stray_cell(tmp_path / "good.xlsx", "H40") if seed % 2 else None
+    data = bytearray(source.read_bytes() if source else b"Name,Phone\nAda,+1 212-736-0101\n" * 20)
+    for _ in range(rng.randint(1, 8)):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    path = tmp_path / ("damaged.xlsx" if source else "damaged.csv")
+    path.write_bytes(bytes(data))
+    try:
+        sheet = read_sheet(path)
+    except SheetError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert sheet.rows
