@@ -28,6 +28,7 @@ from rich.logging import RichHandler
 from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from campaign import dialer, preflight
 from campaign.call import call_number
@@ -65,8 +66,10 @@ schedule_app = typer.Typer(help="Nightly campaign runs, fired by `dialer schedul
 app.add_typer(schedule_app, name="schedule", no_args_is_help=True)
 
 # Piped output (scripts, logs, tests) is not wrapped at 80 columns: a long path stays one line.
-out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
-err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+# Markup only where a line asks for it (`markup=True`): sheet cells, notes and names
+# are printed as they are (a cell "[/x]" is text, not a broken tag).
+out = Console(highlight=False, markup=False, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=not sys.stderr.isatty())
 
 #: sheets with more rows than this get a progress bar
 PROGRESS_ROWS = 10_000
@@ -506,7 +509,7 @@ def schedule_list(
             view.cron,
             view.timezone,
             f"{view.misfire_grace.total_seconds() / 60:.0f} min",
-            f"{view.next_run:%Y-%m-%d %H:%M %Z}" if view.next_run else "[red]no job[/red]",
+            f"{view.next_run:%Y-%m-%d %H:%M %Z}" if view.next_run else Text("no job", "red"),
             f"{last.status} {last.started_at.astimezone():%Y-%m-%d %H:%M}" if last else "-",
         )
     out.print(table)
@@ -656,7 +659,7 @@ def _print_rows_csv(result: SheetResult) -> None:
 
 def _print_check_table(result: SheetResult) -> None:
     columns = result.columns
-    out.print(f"[bold]{result.source}[/bold]  region {result.region}", markup=True)
+    out.print(f"[bold]{rich_escape(result.source)}[/bold]  region {result.region}", markup=True)
     found = ", ".join(f"{k}: {v}" for k, v in columns.items() if v)
     out.print(f"columns  {found}")
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.reasons().items()))
@@ -683,7 +686,10 @@ def _print_check_table(result: SheetResult) -> None:
 
 
 def _print_import_summary(summary: store.ImportSummary, result: SheetResult) -> None:
-    out.print(f"[bold]{summary.campaign}[/bold] <- {summary.source}", markup=True)
+    out.print(
+        f"[bold]{rich_escape(summary.campaign)}[/bold] <- {rich_escape(summary.source)}",
+        markup=True,
+    )
     out.print(
         f"rows {summary.rows}  [green]new {summary.new}[/green]"
         f"  already in campaign {summary.already_present}"

@@ -263,3 +263,14 @@ def test_a_ledger_file_that_is_no_database_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in completed.stderr
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), completed.stderr
+
+
+def test_cells_that_look_like_markup_are_printed_as_text(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "[odd] name.csv"
+    path.write_text("Name,Phone\nAda,[/foo]\nBob,[bold]+1 212-736-0101\n")
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[/foo]" in result.stdout and "[odd] name.csv" in result.stdout
+    runner.invoke(app, ["dnc", "add", "+1 212-736-0101", "--note", "[/x] said stop"])
+    listed = runner.invoke(app, ["dnc", "list"])
+    assert listed.exit_code == 0 and "[/x] said stop" in listed.stdout
