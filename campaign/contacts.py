@@ -723,7 +723,7 @@ def _read_sheet(path: Path, sheet: str | None, limits: SheetLimits, preview: int
         raise SheetError(f"{path}: --sheet applies to Excel files, this is a text file")
     else:
         _check_size(path, size, limits)
-        records = _Records(_csv_records(path))
+        records = _Records(_csv_records(path, limits))
     return _to_sheet(str(path), records, limits, preview)
 
 
@@ -738,8 +738,8 @@ def variable_columns(path: Path, region: str) -> list[str]:
 def _check_size(path: Path, size: int, limits: SheetLimits) -> None:
     if size > limits.max_bytes:
         raise SheetError(
-            f"{path}: {size / 2**20:,.0f} MiB is more than the {limits.max_bytes / 2**20:,.0f} MiB"
-            " a sheet may have (DIALER_SHEET_MAX_MB); split it"
+            f"{path}: more than the {limits.max_bytes / 2**20:,.0f} MiB a sheet may have"
+            " (DIALER_SHEET_MAX_MB); split it"
         )
 
 
@@ -1275,13 +1275,15 @@ def _calamine_read(
 # --- CSV -----------------------------------------------------------------------------
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _csv_records(path: Path, limits: SheetLimits) -> Iterator[tuple[int, list[str]]]:
     """Records as a spreadsheet numbers them; any parse error refuses the sheet, naming
     the line, rather than reading a part of it."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:  # at most the limit, whatever the file claims
+            data = handle.read(limits.max_bytes + 1)
     except OSError as exc:
         raise SheetError(f"{path}: cannot read ({exc.strerror})") from None
+    _check_size(path, len(data), limits)
     text = _decode(path, data)
     nul = text.find("\x00")
     if nul >= 0:

@@ -463,3 +463,8 @@ def test_a_damaged_file_is_read_or_refused_never_anything_else(tmp_path: Path, s
         assert "\n" not in str(exc)
     else:
         assert sheet.rows
+
+
+def test_a_file_that_never_ends_is_read_only_up_to_the_limit() -> None:
+    with pytest.raises(SheetError, match="more than the 1 MiB a sheet may have"):
+        read_sheet("/dev/zero", limits=SheetLimits(max_bytes=2**20))
