@@ -3,10 +3,13 @@
 Every field is documented in `docs/campaigns.md` and shown in
 `campaigns/example.yaml`; keep the three in step. Errors name the field:
 `campaigns/x.yaml: calling_hours.start: '25:00' is not a time of day (HH:MM)`.
+A key written twice is an error (YAML would keep the last silently), and every script
+placeholder must name a column of each sheet (or `{name}`), ignoring case.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,31 @@ from pydantic import (
     model_validator,
 )
 
+from campaign.contacts import SheetError, variable_columns
 from campaign.contract import Script
+from campaign.errors import UserError
 from campaign.retry import RetryPolicy, parse_duration
 from campaign.windows import CallingWindow, WindowError, format_clock, parse_clock, parse_days, zone
 
 
-class CampaignFileError(ValueError):
+class CampaignFileError(UserError, ValueError):
     """The campaign file is missing, not YAML, or fails validation; one line per problem."""
+
+
+#: the longest disposition the ledger keeps
+MAX_DISPOSITION = 50
+#: what a campaign may be called: it names a file, a folder and the ledger's row
+CAMPAIGN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_campaign_name(name: str) -> str:
+    """The name itself, or CampaignFileError; every way into a campaign checks it here."""
+    if not CAMPAIGN_NAME.fullmatch(name):
+        raise CampaignFileError(
+            f"campaign name {name!r}: use 1-100 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
 
 
 class CallingHours(BaseModel):
@@ -111,7 +132,7 @@ class CampaignConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str
     #: contact sheet(s), relative to the campaign file
     contacts: list[Path] = Field(min_length=1)
     region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
@@ -141,6 +162,14 @@ class CampaignConfig(BaseModel):
     is_test: bool = False
     #: per-unit prices for the workbook's estimated cost
     pricing: Pricing = Field(default_factory=Pricing)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_campaign_name(value)
+        except CampaignFileError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("contacts", mode="before")
     @classmethod
@@ -172,6 +201,11 @@ class CampaignConfig(BaseModel):
             raise ValueError("set voicemail_message at the top level or in script, not both")
         if self.dispositions is not None and not self.dispositions:
             raise ValueError("dispositions: give at least one value")
+        for disposition in self.agent_script.dispositions:
+            if not disposition.strip() or len(disposition) > MAX_DISPOSITION:
+                raise ValueError(
+                    f"dispositions: {disposition!r}: give 1 to {MAX_DISPOSITION} characters"
+                )
         if self.start_at and self.end_at and self.end_at <= self.start_at:
             raise ValueError("end_at must be after start_at")
         return self
@@ -228,8 +262,54 @@ def parse_campaign(data: Any, *, base_dir: Path, source: str) -> CampaignConfig:
         raise CampaignFileError(f"{source}: " + "; ".join(problems)) from None
     except WindowError as exc:
         raise CampaignFileError(f"{source}: calling_hours: {exc}") from None
-    sheets = [p if p.is_absolute() else (base_dir / p) for p in config.contacts]
-    return config.model_copy(update={"contacts": [p.resolve() for p in sheets]})
+    sheets = [(p if p.is_absolute() else (base_dir / p)).resolve() for p in config.contacts]
+    config = config.model_copy(update={"contacts": sheets})
+    try:
+        placeholders = config.agent_script.placeholders()
+    except ValueError as exc:
+        raise CampaignFileError(f"{source}: {exc}") from None
+    for sheet in sheets:
+        _check_placeholders(placeholders, sheet, config.region, source)
+    return config
+
+
+def _check_placeholders(
+    placeholders: dict[str, str], sheet: Path, region: str, source: str
+) -> None:
+    """Each placeholder must be `{name}` or a variable column of the sheet, ignoring case.
+
+    A sheet that is missing or unreadable is left to the import, which reports it."""
+    wanted = {name for name in placeholders if name.casefold() != "name"}
+    if not wanted or not sheet.is_file():
+        return
+    try:
+        columns = variable_columns(sheet, region)
+    except SheetError:
+        return
+    known = {column.casefold() for column in columns}
+    for name in sorted(wanted):
+        if name.casefold() not in known:
+            listed = ", ".join(["name", *columns])
+            raise CampaignFileError(
+                f"{source}: script.{placeholders[name]}: no column {name!r} in {sheet.name};"
+                f" placeholders: {listed} (case does not matter)"
+            )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} at line {line}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_campaign(path: str | Path) -> CampaignConfig:
@@ -242,7 +322,9 @@ def load_campaign(path: str | Path) -> CampaignConfig:
     except OSError as exc:
         raise CampaignFileError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.constructor.ConstructorError as exc:
+        raise CampaignFileError(f"{path}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -1,8 +1,9 @@
 """The `dialer` command. Thin on purpose: parse options, call one function, print.
 
 Each command is one function; output helpers sit at the bottom. Errors the user
-can fix (a bad sheet, settings, an unreachable ledger) print one red line and
-exit 1 (input) or 2 (environment), never a traceback.
+can fix (`campaign.errors.UserError`: a bad sheet, settings, an unreachable ledger)
+print one red line and exit with the error's own code, never a traceback. Every CSV
+written here goes through the workbook's `safe_text` gate, so no cell is a formula.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from enum import StrEnum
@@ -27,9 +28,10 @@ from rich.logging import RichHandler
 from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from campaign import dialer, preflight
-from campaign.call import CallError, call_number
+from campaign.call import call_number
 from campaign.config import SettingsError, get_settings
 from campaign.contacts import (
     Progress as ProgressCallback,
@@ -43,11 +45,13 @@ from campaign.contacts import (
     read_sheet,
     validate_sheet,
 )
+from campaign.errors import UserError
 from campaign.live_view import status_table
-from campaign.report import ReportError, write_report
-from campaign.scheduler import RunResult, ScheduleError, ScheduleView, campaign_scheduler
+from campaign.report import safe_text, write_report
+from campaign.scheduler import RunResult, ScheduleView, campaign_scheduler
 from campaign.store import Ledger, LedgerError, open_ledger
 from campaign.store import imports as store
+from campaign.store.db import DRIVER_ERRORS
 
 app = typer.Typer(
     name="dialer",
@@ -62,8 +66,10 @@ schedule_app = typer.Typer(help="Nightly campaign runs, fired by `dialer schedul
 app.add_typer(schedule_app, name="schedule", no_args_is_help=True)
 
 # Piped output (scripts, logs, tests) is not wrapped at 80 columns: a long path stays one line.
-out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
-err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+# Markup only where a line asks for it (`markup=True`): sheet cells, notes and names
+# are printed as they are (a cell "[/x]" is text, not a broken tag).
+out = Console(highlight=False, markup=False, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=not sys.stderr.isatty())
 
 #: sheets with more rows than this get a progress bar
 PROGRESS_ROWS = 10_000
@@ -104,17 +110,22 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: user errors not yet derived from `UserError` (they exit 1)
+_OTHER_USER_ERRORS = dialer.USER_ERRORS
+
+
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Our own errors become one red line and an exit code instead of a traceback."""
+    """Our own errors become one red line and their exit code instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (SheetError, ScheduleError) as exc:
-            fail(str(exc), code=1)
-        except (SettingsError, LedgerError) as exc:
-            fail(str(exc), code=2)
+        except (UserError, *_OTHER_USER_ERRORS) as exc:
+            fail(str(exc), code=getattr(exc, "exit_code", 1))
+        except DRIVER_ERRORS as exc:  # the ledger failed mid-command
+            cause = getattr(exc, "orig", None) or exc
+            fail(f"the ledger failed: {str(cause).splitlines()[0]}", code=LedgerError.exit_code)
 
     return wrapper
 
@@ -133,12 +144,17 @@ def check(
 ) -> None:
     """Check a contact sheet: which rows are dialable and why the rest are not. Writes nothing."""
     region_code = check_region(region or DEFAULT_REGION)
-    with _reading(file):
-        data = read_sheet(file, sheet=sheet)
-    with _progress(len(data)) as progress:
-        result = validate_sheet(
-            data, region=region_code, phone_column=phone_column, progress=progress
-        )
+    try:
+        with _reading(file):
+            data = read_sheet(file, sheet=sheet)
+        with _progress(len(data)) as progress:
+            result = validate_sheet(
+                data, region=region_code, phone_column=phone_column, progress=progress
+            )
+    except SheetError as exc:
+        if output is OutputFormat.JSON:  # scripts read stdout: the refusal is there too
+            _print_json({"source": str(file), "errors": [{"line": exc.line, "message": str(exc)}]})
+        raise
     if output is OutputFormat.JSON:
         _print_json(result.to_json())
     elif output is OutputFormat.CSV:
@@ -185,13 +201,20 @@ def campaigns(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) ->
         _print_json([_jsonable(vars_of(count)) for count in counts])
         return
     if output is OutputFormat.CSV:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["name", "region", "status", "contacts", "rejections", "by_status"])
-        for count in counts:
-            statuses = ";".join(f"{k}={v}" for k, v in sorted(count.by_status.items()))
-            writer.writerow(
-                [count.name, count.region, count.status, count.contacts, count.rejections, statuses]
-            )
+        _print_csv(
+            ["name", "region", "status", "contacts", "rejections", "by_status"],
+            (
+                [
+                    count.name,
+                    count.region,
+                    count.status,
+                    count.contacts,
+                    count.rejections,
+                    ";".join(f"{k}={v}" for k, v in sorted(count.by_status.items())),
+                ]
+                for count in counts
+            ),
+        )
         return
     if not counts:
         out.print("No campaigns yet. Create one with: dialer import FILE --campaign NAME")
@@ -293,9 +316,8 @@ def dnc_list(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) -> 
     if output is OutputFormat.JSON:
         _print_json(entries)
     elif output is OutputFormat.CSV:
-        writer = csv.DictWriter(sys.stdout, fieldnames=["e164", "source", "note", "added_at"])
-        writer.writeheader()
-        writer.writerows(entries)
+        fields = ["e164", "source", "note", "added_at"]
+        _print_csv(fields, ([entry[name] for name in fields] for entry in entries))
     elif not entries:
         out.print("The do-not-call list is empty.")
     else:
@@ -329,12 +351,9 @@ def run(
     db: DbOption = None,
 ) -> None:
     """Run a campaign until nothing is due or dialable. Ctrl-C drains; twice hangs up."""
-    try:
-        report = dialer.run_file(
-            campaign_file, db=db, until=until, max_attempts=max_attempts, max_wait=max_wait
-        )
-    except dialer.USER_ERRORS as exc:
-        fail(str(exc))
+    report = dialer.run_file(
+        campaign_file, db=db, until=until, max_attempts=max_attempts, max_wait=max_wait
+    )
     out.print(status_table(report.summary))
     retry = f"dialer report {report.summary.name}"
     workbook = report.workbook or f"not written (see the error above; retry: {retry})"
@@ -382,18 +401,15 @@ def call(
     db: DbOption = None,
 ) -> None:
     """Place one test call the campaign's way, live; recorded as a test call."""
-    try:
-        report = call_number(
-            number,
-            campaign=campaign,
-            config_file=config,
-            name=name,
-            variables=var,
-            db=db,
-            on_event=lambda at, text: out.print(f"{at:6.1f} s  {text}"),
-        )
-    except (CallError, *dialer.USER_ERRORS) as exc:
-        fail(str(exc))
+    report = call_number(
+        number,
+        campaign=campaign,
+        config_file=config,
+        name=name,
+        variables=var,
+        db=db,
+        on_event=lambda at, text: out.print(f"{at:6.1f} s  {text}"),
+    )
     out.print(f"[bold]Test call to {report.masked}[/bold]", markup=True)
     for line in report.lines():
         out.print(line)
@@ -403,17 +419,11 @@ def call(
 @friendly_errors
 def status(name: NameArgument, db: DbOption = None) -> None:
     """Where a campaign stands, from the ledger (works while it runs elsewhere)."""
-    try:
-        out.print(status_table(dialer.status(_ledger(db), name)))
-    except dialer.USER_ERRORS as exc:
-        fail(str(exc))
+    out.print(status_table(dialer.status(_ledger(db), name)))
 
 
 def _control(action: str, name: str, db: str | None) -> None:
-    try:
-        out.print(dialer.control(_ledger(db), name, action))
-    except dialer.USER_ERRORS as exc:
-        fail(str(exc))
+    out.print(dialer.control(_ledger(db), name, action))
 
 
 @app.command()
@@ -450,10 +460,7 @@ def report(
     db: DbOption = None,
 ) -> None:
     """Write the campaign workbook: summary, contacts, attempts, turns, rejected rows, charts."""
-    try:
-        path = write_report(_ledger(db), name, out_path)
-    except ReportError as exc:
-        fail(str(exc))
+    path = write_report(_ledger(db), name, out_path)
     out.print(f"Workbook: {path}")
 
 
@@ -502,7 +509,7 @@ def schedule_list(
             view.cron,
             view.timezone,
             f"{view.misfire_grace.total_seconds() / 60:.0f} min",
-            f"{view.next_run:%Y-%m-%d %H:%M %Z}" if view.next_run else "[red]no job[/red]",
+            f"{view.next_run:%Y-%m-%d %H:%M %Z}" if view.next_run else Text("no job", "red"),
             f"{last.status} {last.started_at.astimezone():%Y-%m-%d %H:%M}" if last else "-",
         )
     out.print(table)
@@ -550,7 +557,10 @@ def main() -> None:
     try:
         level = get_settings().log_level
     except SettingsError as exc:
-        fail(str(exc), code=2)
+        # Outside typer's own handling: print the line and exit here, or Python prints
+        # a traceback for the `Exit` exception.
+        err.print(f"[red]error:[/red] {rich_escape(str(exc))}", markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
     logging.basicConfig(
         level=level,
         format="%(message)s",
@@ -567,8 +577,24 @@ def main() -> None:
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
     """One red line on stderr, then exit."""
-    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    one_line = " ".join(message.split())
+    err.print(f"[red]error:[/red] {rich_escape(one_line)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _print_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """CSV on stdout; every text cell passes the workbook's gate (`report.safe_text`)."""
+    writer = csv.writer(sys.stdout)
+    writer.writerow(header)
+    writer.writerows([_csv_cell(value) for value in row] for row in rows)
+
+
+def _csv_cell(value: Any) -> Any:
+    """Text a spreadsheet would read as a formula gets Excel's own text mark, an apostrophe."""
+    if not isinstance(value, str):
+        return value
+    safe = safe_text(value)
+    return "'" + safe.text if safe.quoted else safe.text
 
 
 def _ledger(db: str | None) -> Ledger:
@@ -625,17 +651,15 @@ def _print_rows_csv(result: SheetResult) -> None:
         rows.append((d.row, [d.row, "duplicate", d.e164, d.raw, "", d.duplicate_of_row]))
     for r in result.rejected:
         rows.append((r.row, [r.row, "rejected", r.e164, r.raw, r.reason.value]))
-    writer = csv.writer(sys.stdout)
-    writer.writerow(
-        ["row", "status", "e164", "raw", "reason", "duplicate_of_row", "name", "timezones", "ext"]
+    _print_csv(
+        ["row", "status", "e164", "raw", "reason", "duplicate_of_row", "name", "timezones", "ext"],
+        (row for _, row in sorted(rows, key=lambda item: item[0])),
     )
-    for _, row in sorted(rows, key=lambda item: item[0]):
-        writer.writerow(row)
 
 
 def _print_check_table(result: SheetResult) -> None:
     columns = result.columns
-    out.print(f"[bold]{result.source}[/bold]  region {result.region}", markup=True)
+    out.print(f"[bold]{rich_escape(result.source)}[/bold]  region {result.region}", markup=True)
     found = ", ".join(f"{k}: {v}" for k, v in columns.items() if v)
     out.print(f"columns  {found}")
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.reasons().items()))
@@ -662,7 +686,10 @@ def _print_check_table(result: SheetResult) -> None:
 
 
 def _print_import_summary(summary: store.ImportSummary, result: SheetResult) -> None:
-    out.print(f"[bold]{summary.campaign}[/bold] <- {summary.source}", markup=True)
+    out.print(
+        f"[bold]{rich_escape(summary.campaign)}[/bold] <- {rich_escape(summary.source)}",
+        markup=True,
+    )
     out.print(
         f"rows {summary.rows}  [green]new {summary.new}[/green]"
         f"  already in campaign {summary.already_present}"

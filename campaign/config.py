@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from campaign.errors import UserError
+
 
 class ProviderMode(StrEnum):
     """Which speech and language providers the agent uses."""
@@ -22,7 +24,7 @@ class ProviderMode(StrEnum):
     LOCAL = "local"  #: pocketsphinx STT, espeak-ng TTS, scripted LLM (fully offline)
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """Settings failed validation; the message names each variable and the problem."""
 
 
@@ -44,6 +46,10 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite:///dialer.db", alias="DIALER_DATABASE_URL")
     reports_dir: Path = Field(default=Path("metrics_reports"), alias="DIALER_REPORTS_DIR")
     log_level: str = Field(default="INFO", alias="DIALER_LOG_LEVEL")
+    # A contact sheet with more rows, or more bytes read (an XLSX's unpacked XML), is
+    # refused with one line saying so, before it can fill the memory.
+    sheet_max_rows: int = Field(default=1_000_000, ge=1, alias="DIALER_SHEET_MAX_ROWS")
+    sheet_max_mb: int = Field(default=512, ge=1, alias="DIALER_SHEET_MAX_MB")
 
     agent_name: str = Field(default="campaign-agent", alias="AGENT_NAME")
     agent_providers: ProviderMode = Field(default=ProviderMode.CLOUD, alias="AGENT_PROVIDERS")

@@ -24,10 +24,18 @@ from __future__ import annotations
 
 import csv
 import gc
+import html
 import io
 import logging
+import pickle
+import posixpath
 import re
+import signal
+import subprocess
+import sys
 import unicodedata
+import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,13 +44,15 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, NoReturn, overload
 from zoneinfo import available_timezones
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType, re_util
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
+
+from campaign.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +70,25 @@ __all__ = [
     "Row",
     "Sheet",
     "SheetError",
+    "SheetLimits",
     "SheetResult",
     "check_region",
     "find_columns",
-    "mask",
     "normalise_number",
     "read_sheet",
     "validate_sheet",
+    "variable_columns",
 ]
 
 
-class SheetError(ValueError):
-    """The sheet (or an option about it) cannot be used; the message is for the user."""
+class SheetError(UserError, ValueError):
+    """The sheet (or an option about it) cannot be used; the message is for the user.
+
+    `line` is the line of a text file the problem is on, when there is one."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 class Reason(StrEnum):
@@ -82,6 +99,14 @@ class Reason(StrEnum):
     INVALID = "invalid"  #: a number, but not a valid one (wrong length, unknown range)
     NOT_DIALABLE_TYPE = "not_dialable_type"  #: premium-rate, shared-cost, UAN, pager, voicemail
     DO_NOT_CALL = "do_not_call"  #: on the do-not-call list
+    BAD_EXTENSION = "bad_extension"  #: an extension longer than `MAX_EXTENSION` digits
+
+
+#: the longest number kept (the ledger's column): E.164 allows 15 digits, phonenumbers
+#: parses up to 20; an invalid parse longer than this is kept as no number at all
+MAX_E164 = 20
+#: the longest extension dialed (and stored); a longer one refuses the row
+MAX_EXTENSION = 20
 
 
 #: Number types we never dial (cost the callee or reach no person).
@@ -98,13 +123,6 @@ NOT_DIALABLE_TYPES = frozenset(
 _TYPE_NAMES = {
     value: name.lower() for name, value in vars(PhoneNumberType).items() if name.isupper()
 }
-
-
-def mask(e164: str) -> str:
-    """A number for logs: `+1415***2671`."""
-    if len(e164) <= 8:
-        return e164[:2] + "***"
-    return e164[:5] + "***" + e164[-4:]
 
 
 def check_region(region: str) -> str:
@@ -509,6 +527,8 @@ class _Normaliser:
     ) -> NormalisedNumber:
         e164 = f"+{country_code}{nsn}"
         type_name = _TYPE_NAMES.get(number_type, "unknown")
+        if len(e164) > MAX_E164:  # no such number: keep none (it would not fit either)
+            return NormalisedNumber(raw, Reason.INVALID)
         if number_type == PhoneNumberType.UNKNOWN:
             return NormalisedNumber(raw, Reason.INVALID, e164, extension or None, type_name)
         if number_type in NOT_DIALABLE_TYPES:
@@ -625,6 +645,8 @@ class Sheet:
     sheet_name: str | None = None
     #: header row as a spreadsheet numbers it (0 when the sheet has none)
     header_row: int = 1
+    #: each column's spreadsheet letter (columns without data in between are left out)
+    letters: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -634,14 +656,54 @@ class Sheet:
         return [row[index] if index < len(row) else "" for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class SheetLimits:
+    """How much of a sheet is read before it is refused (`DIALER_SHEET_MAX_ROWS`,
+    `DIALER_SHEET_MAX_MB`). The size counts the bytes read: the file for CSV and XLS,
+    the unpacked sheet and its strings for XLSX (a small file can unpack to gigabytes)."""
+
+    max_rows: int = 1_000_000
+    max_bytes: int = 512 * 2**20
+
+    @classmethod
+    def from_settings(cls) -> SheetLimits:
+        from campaign.config import get_settings
+
+        settings = get_settings()
+        return cls(settings.sheet_max_rows, settings.sheet_max_mb * 2**20)
+
+
+class _Records(NamedTuple):
+    """What a reader hands `_to_sheet`: (row number, cells) pairs and the columns' letters."""
+
+    rows: Iterable[tuple[int, list[str]]]
+    sheet_name: str | None = None
+    letters: list[str] | None = None  #: None: every column from A on
+
+
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _DELIMITERS = (",", ";", "\t", "|")
 
 
-def read_sheet(path: str | Path, *, sheet: str | None = None) -> Sheet:
-    """Read a CSV, XLSX, XLS or ODS file as strings; blank rows are left out."""
-    path = Path(path)
+def read_sheet(
+    path: str | Path,
+    *,
+    sheet: str | None = None,
+    limits: SheetLimits | None = None,
+    preview: int | None = None,
+) -> Sheet:
+    """Read a CSV, XLSX, XLS or ODS file as strings; blank rows are left out.
+
+    Reading costs what the cells holding data cost, never the sheet's stated size.
+    `preview` reads only the first rows (to see the columns); `limits` default to the
+    settings'. SheetError when the file cannot be read whole and correctly.
+    """
+    with _collector_paused():
+        return _read_sheet(Path(path), sheet, limits or SheetLimits.from_settings(), preview)
+
+
+def _read_sheet(path: Path, sheet: str | None, limits: SheetLimits, preview: int | None) -> Sheet:
     if not path.exists():
         raise SheetError(f"{path}: no such file")
     if path.is_dir():
@@ -649,37 +711,42 @@ def read_sheet(path: str | Path, *, sheet: str | None = None) -> Sheet:
     try:
         with path.open("rb") as handle:
             head = handle.read(8)
+        size = path.stat().st_size
     except OSError as exc:
         raise SheetError(f"{path}: cannot read ({exc.strerror})") from None
-    if head.startswith((_XLSX_MAGIC, _XLS_MAGIC)):
-        records, sheet_name = _excel_records(path, sheet)
+    if head.startswith(_XLSX_MAGIC) and _is_xlsx(path):
+        records = _xlsx_records(path, sheet, limits, preview)
+    elif head.startswith((_XLSX_MAGIC, _XLS_MAGIC)):
+        _check_size(path, size, limits)
+        records = _calamine_records(path, sheet, limits, preview)
     elif sheet is not None:
         raise SheetError(f"{path}: --sheet applies to Excel files, this is a text file")
     else:
-        records, sheet_name = _csv_records(path), None
-    return _to_sheet(str(path), records, sheet_name)
+        _check_size(path, size, limits)
+        records = _Records(_csv_records(path, limits))
+    return _to_sheet(str(path), records, limits, preview)
 
 
-def _excel_records(path: Path, sheet: str | None) -> tuple[Iterator[tuple[int, list[str]]], str]:
-    from python_calamine import CalamineWorkbook
+def variable_columns(path: Path, region: str) -> list[str]:
+    """The headers of a sheet's variable columns (what script placeholders may name),
+    from its first rows."""
+    data = read_sheet(path, preview=_SAMPLE)
+    columns = find_columns(data, check_region(region))
+    return [data.headers[index] for index in columns.variables]
 
-    try:
-        workbook = CalamineWorkbook.from_path(str(path))
-    except Exception as exc:  # calamine raises several unrelated types for a bad file
-        raise SheetError(f"{path}: not a readable Excel file ({exc})") from None
-    with workbook:
-        names = workbook.sheet_names
-        if not names:
-            raise SheetError(f"{path}: the workbook has no sheets")
-        name = names[0] if sheet is None else _pick_sheet(path, names, sheet)
-        try:
-            values = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
-        except Exception as exc:
-            raise SheetError(f"{path}: cannot read sheet {name!r} ({exc})") from None
-    records = (
-        (index, [_excel_cell(value) for value in row]) for index, row in enumerate(values, start=1)
+
+def _check_size(path: Path, size: int, limits: SheetLimits) -> None:
+    if size > limits.max_bytes:
+        raise SheetError(
+            f"{path}: more than the {limits.max_bytes / 2**20:,.0f} MiB a sheet may have"
+            " (DIALER_SHEET_MAX_MB); split it"
+        )
+
+
+def _too_many_rows(source: str, limits: SheetLimits) -> SheetError:
+    return SheetError(
+        f"{source}: more than {limits.max_rows:,} rows (DIALER_SHEET_MAX_ROWS); split the sheet"
     )
-    return records, name
 
 
 def _pick_sheet(path: Path, names: list[str], wanted: str) -> str:
@@ -706,37 +773,581 @@ def _excel_cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _dense(
+    sparse: list[tuple[int, list[Any]]], used: set[int]
+) -> tuple[list[tuple[int, list[str]]], list[str]]:
+    """Rows of (column, value, column, value, ...) as lists over the columns in use.
+
+    A cell far from the data (a stray `XFD1048576`) adds one column, not a grid."""
+    columns = sorted(used)
+    position = {column: index for index, column in enumerate(columns)}
+    rows: list[tuple[int, list[str]]] = []
+    for number, flat in sparse:
+        at = flat[0::2]
+        if columns[: len(at)] == at and position[at[-1]] == len(at) - 1:
+            rows.append((number, flat[1::2]))  # no gap before the row's last value
+            continue
+        cells = [""] * (position[flat[-2]] + 1)
+        for index in range(0, len(flat), 2):
+            cells[position[flat[index]]] = flat[index + 1]
+        rows.append((number, cells))
+    return rows, [_letter(column) for column in columns]
+
+
+# --- XLSX: the sheet's XML, streamed -------------------------------------------------
+
+_XLSX_CHUNK = 4 * 2**20
+_REL_OFFICE_DOCUMENT = "/officeDocument"
+_BUILTIN_DATE_FORMATS = frozenset({*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)})
+_DATE_CODE = re.compile(r"[dmyhs]", re.I)
+_FORMAT_NOISE = re.compile(r'"[^"]*"|\[[^\]]*\]|\\.|_.|\*.')
+_OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+_ROOT_PREFIX = re.compile(rb"<([A-Za-z_][\w.-]*:)?(?:worksheet|sst|dialogsheet|chartsheet)[\s>/]")
+_REF = re.compile(rb'\sr\s*=\s*["\']\$?([A-Za-z]{1,3})\$?(\d*)["\']')
+_ROW_NUMBER = re.compile(rb'\sr\s*=\s*["\'](\d+)["\']')
+_TYPE = re.compile(rb'\st\s*=\s*["\'](\w+)["\']')
+_STYLE = re.compile(rb'\ss\s*=\s*["\'](\d+)["\']')
+
+
+class _Grammar:
+    """The few SpreadsheetML patterns a sheet's cells need, for one namespace prefix."""
+
+    def __init__(self, prefix: bytes) -> None:
+        p = re.escape(prefix)
+        # a row's start tag (its attributes), or a cell: the column of a leading `r`
+        # attribute (as writers put it), the other attributes, then its content: a
+        # plain `<v>` value, a plain inline string, or anything else (read apart)
+        v, t, c = p + rb"v>", p + rb"t>", p + rb"c"
+        self.token = re.compile(
+            rb"<" + p + rb"(row)(?=[\s/>])([^>]*)>|<" + c + rb"(?=[\s/>])"
+            rb"(?:\s+r\s*=\s*[\"']\$?([A-Za-z]{1,3})\$?\d*[\"'])?([^>]*?)"
+            rb"(?:/>|><" + v + rb"([^<]*)</" + v + rb"</" + c + rb">"
+            rb"|><" + p + rb"is><" + t + rb"([^<]*)</" + t + rb"</" + p + rb"is></" + c + rb">"
+            rb"|>(.*?)</" + c + rb"\s*>)",
+            re.S,
+        )
+        self.row_end = b"</" + prefix + b"row>"
+        self.value = re.compile(rb"<" + p + rb"v(?:\s[^>]*)?>([^<]*)</" + p + rb"v\s*>")
+        self.text = re.compile(rb"<" + p + rb"t(?:\s[^>]*)?>([^<]*)</" + p + rb"t\s*>")
+        self.phonetic = re.compile(rb"<" + p + rb"rPh\b.*?</" + p + rb"rPh\s*>", re.S)
+        self.item = re.compile(rb"<" + p + rb"si(?:\s[^>]*)?(?:/>|>(.*?)</" + p + rb"si\s*>)", re.S)
+        self.item_end = b"</" + prefix + b"si>"
+
+    def texts(self, inner: bytes) -> str:
+        """The text of an `<is>` or `<si>`: its runs joined, phonetic guides left out."""
+        if b"rPh" in inner:
+            inner = self.phonetic.sub(b"", inner)
+        return _xml_text(b"".join(self.text.findall(inner)))
+
+
+def _xml_text(raw: bytes) -> str:
+    text = raw.decode("utf-8")
+    if b"&" in raw:
+        text = html.unescape(text)
+    if b"_x" in raw:  # OOXML's own escape for characters XML cannot hold (`_x000D_`)
+        text = _OOXML_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text)
+    return text
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _is_xlsx(path: Path) -> bool:
+    """A zip holding SpreadsheetML (XLSX, XLSM); ODS and XLSB go to calamine."""
     try:
-        data = path.read_bytes()
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "xl/workbook.xml" in names:
+                return True
+            if "xl/workbook.bin" in names or "content.xml" in names:
+                return False
+            main = _main_part(archive)
+    except Exception:  # not even a zip to look into: calamine says what it is
+        return False
+    return main is not None and main.endswith(".xml")
+
+
+def _small_xml(archive: zipfile.ZipFile, name: str) -> ET.Element:
+    """A package part that is small by nature (workbook, relationships, styles)."""
+    with archive.open(name) as handle:
+        data = handle.read(16 * 2**20 + 1)
+    if len(data) > 16 * 2**20:
+        raise SheetError(f"{name}: more than 16 MiB of XML in a part that holds a few KiB")
+    return ET.fromstring(data)
+
+
+def _relationships(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]]:
+    """A part's relationships: id -> (type, target part name)."""
+    folder, _, base = part.rpartition("/")
+    rels_name = f"{folder}/_rels/{base}.rels" if folder else f"_rels/{base}.rels"
+    if rels_name not in archive.NameToInfo:
+        return {}
+    found: dict[str, tuple[str, str]] = {}
+    for rel in _small_xml(archive, rels_name):
+        target = rel.get("Target", "")
+        if rel.get("TargetMode") == "External":
+            continue
+        if target.startswith("/"):
+            name = target[1:]
+        else:
+            name = posixpath.normpath(posixpath.join(folder, target)) if folder else target
+        found[rel.get("Id", "")] = (rel.get("Type", ""), name)
+    return found
+
+
+def _main_part(archive: zipfile.ZipFile) -> str | None:
+    for kind, name in _relationships(archive, "").values():
+        if kind.endswith(_REL_OFFICE_DOCUMENT):
+            return name
+    return None
+
+
+def _xlsx_records(
+    path: Path, wanted: str | None, limits: SheetLimits, preview: int | None
+) -> _Records:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _xlsx_read(archive, path, wanted, limits, preview)
+    except SheetError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ET.ParseError) as exc:
+        raise SheetError(f"{path}: not a readable Excel file ({exc})") from None
+    except Exception as exc:  # the file is untrusted: whatever breaks, it is not readable
+        raise SheetError(
+            f"{path}: not a readable Excel file ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _xlsx_read(
+    archive: zipfile.ZipFile,
+    path: Path,
+    wanted: str | None,
+    limits: SheetLimits,
+    preview: int | None,
+) -> _Records:
+    workbook_part = _main_part(archive)
+    if workbook_part is None:
+        raise SheetError(f"{path}: not a readable Excel file (no workbook part)")
+    workbook = _small_xml(archive, workbook_part)
+    rels = _relationships(archive, workbook_part)
+    sheets: list[tuple[str, str]] = []
+    date1904 = False
+    for element in workbook.iter():
+        tag = _local(element.tag)
+        if tag == "workbookPr":
+            date1904 = element.get("date1904", "0").lower() in ("1", "true")
+        elif tag == "sheet":
+            rid = next((v for k, v in element.attrib.items() if _local(k) == "id"), "")
+            kind, target = rels.get(rid, ("", ""))
+            if kind.endswith("/worksheet"):
+                sheets.append((element.get("name", ""), target))
+    if not sheets:
+        raise SheetError(f"{path}: the workbook has no sheets")
+    names = [name for name, _ in sheets]
+    name = names[0] if wanted is None else _pick_sheet(path, names, wanted)
+    part = dict(sheets)[name]
+    budget = [limits.max_bytes]
+    shared: list[str] = []
+    date_styles: frozenset[int] = frozenset()
+    for kind, target in rels.values():
+        if kind.endswith("/sharedStrings"):
+            shared = _shared_strings(archive, target, path, budget, limits)
+        elif kind.endswith("/styles"):
+            date_styles = _date_styles(_small_xml(archive, target))
+    epoch = datetime(1904, 1, 1) if date1904 else datetime(1899, 12, 30)
+    return _sheet_cells(
+        archive, part, path, name, shared, date_styles, epoch, budget, limits, preview
+    )
+
+
+def _chunks(
+    archive: zipfile.ZipFile, part: str, path: Path, budget: list[int], limits: SheetLimits
+) -> Iterator[bytes]:
+    """A part's bytes in pieces, counted against the size budget (shared by the parts)."""
+    with archive.open(part) as handle:
+        first = True
+        while chunk := handle.read(_XLSX_CHUNK):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise SheetError(
+                    f"{path}: unpacks to more than the {limits.max_bytes / 2**20:,.0f} MiB a sheet"
+                    " may have (DIALER_SHEET_MAX_MB); split it"
+                )
+            if first and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                raise SheetError(f"{path}: {part} is UTF-16 XML; save the workbook again")
+            first = False
+            yield chunk
+
+
+def _grammar_for(head: bytes) -> _Grammar:
+    match = _ROOT_PREFIX.search(head)
+    return _Grammar(match.group(1) or b"" if match else b"")
+
+
+def _shared_strings(
+    archive: zipfile.ZipFile, part: str, path: Path, budget: list[int], limits: SheetLimits
+) -> list[str]:
+    strings: list[str] = []
+    grammar: _Grammar | None = None
+    pending = b""
+    for chunk in _chunks(archive, part, path, budget, limits):
+        data = pending + chunk
+        if grammar is None:
+            grammar = _grammar_for(data[:4096])
+        cut = data.rfind(grammar.item_end)
+        cut = -1 if cut < 0 else cut + len(grammar.item_end)
+        if cut < 0:
+            pending = data
+            continue
+        strings.extend(
+            grammar.texts(inner) if inner else "" for inner in grammar.item.findall(data[:cut])
+        )
+        pending = data[cut:]
+    if grammar is not None and pending:
+        strings.extend(
+            grammar.texts(inner) if inner else "" for inner in grammar.item.findall(pending)
+        )
+    return strings
+
+
+def _date_styles(styles: ET.Element) -> frozenset[int]:
+    """Indexes of the cell formats that show a number as a date or time."""
+    custom: dict[int, str] = {}
+    formats: list[int] = []
+    for element in styles:
+        tag = _local(element.tag)
+        if tag == "numFmts":
+            for fmt in element:
+                custom[int(fmt.get("numFmtId", "0"))] = fmt.get("formatCode", "")
+        elif tag == "cellXfs":
+            formats = [int(xf.get("numFmtId", "0")) for xf in element]
+    dates = set()
+    for index, fmt_id in enumerate(formats):
+        code = custom.get(fmt_id)
+        if code is None:
+            if fmt_id in _BUILTIN_DATE_FORMATS:
+                dates.add(index)
+        elif _DATE_CODE.search(_FORMAT_NOISE.sub("", code.split(";")[0])) and "General" not in code:
+            dates.add(index)
+    return frozenset(dates)
+
+
+def _column_index(letters: bytes, cache: dict[bytes, int]) -> int:
+    index = cache.get(letters)
+    if index is None:
+        index = 0
+        for char in letters.upper():
+            index = index * 26 + char - 64
+        index = cache[letters] = index - 1
+    return index
+
+
+def _sheet_cells(
+    archive: zipfile.ZipFile,
+    part: str,
+    path: Path,
+    name: str,
+    shared: list[str],
+    date_styles: frozenset[int],
+    epoch: datetime,
+    budget: list[int],
+    limits: SheetLimits,
+    preview: int | None,
+) -> _Records:
+    """Every cell that holds a value, row by row, from the sheet's XML."""
+    sparse: list[tuple[int, list[Any]]] = []
+    used: set[int] = set()
+    columns: dict[bytes, int] = {}
+    kinds: dict[bytes, tuple[bytes, bool]] = {}
+    grammar: _Grammar | None = None
+    pending = b""
+    row_number, column = 0, -1
+    flat: list[Any] | None = None
+    # enough for `_to_sheet` to see one row too many (the header is one more)
+    stop = preview if preview is not None else limits.max_rows + 2
+
+    def cells(data: bytes) -> bool:
+        """Scan complete rows; False once enough rows are read."""
+        nonlocal row_number, column, flat
+        assert grammar is not None
+        value_of = grammar.value.search
+        for is_row, row_attrs, letters, attrs, raw, inline, inner in grammar.token.findall(data):
+            if is_row:
+                if flat:
+                    sparse.append((row_number, flat))
+                    used.update(flat[0::2])
+                    if len(sparse) >= stop:
+                        return False
+                found = _ROW_NUMBER.search(row_attrs)
+                row_number = int(found.group(1)) if found else row_number + 1
+                column, flat = -1, []
+                continue
+            if letters:
+                found_column = columns.get(letters)
+                column = _column_index(letters, columns) if found_column is None else found_column
+                # the attributes left (type, style) repeat: each spelling is read once
+                kind_and_date = kinds.get(attrs)
+                if kind_and_date is None:
+                    kind_and_date = kinds[attrs] = _cell_kind(attrs, date_styles)
+            else:
+                ref = _REF.search(attrs)
+                column = _column_index(ref.group(1), columns) if ref else column + 1
+                kind_and_date = _cell_kind(attrs, date_styles)
+            kind, is_date = kind_and_date
+            if inline:
+                text = _xml_text(inline)
+            elif inner:
+                if kind == b"inlineStr":
+                    text = grammar.texts(inner)
+                    raw = b""
+                else:
+                    found_value = value_of(inner)
+                    raw = found_value.group(1) if found_value else b""
+                    text = ""
+            else:
+                text = ""
+            if raw:
+                if kind == b"s":
+                    text = shared[int(raw)]
+                elif kind == b"n":
+                    digits = raw.isdigit() and not is_date
+                    text = raw.decode() if digits else _number(raw, is_date, epoch)
+                elif kind == b"b":
+                    text = "TRUE" if raw.strip() in (b"1", b"true") else "FALSE"
+                else:  # str (a formula's text), e (an error such as #N/A), d (an ISO date)
+                    text = _xml_text(raw)
+            if text:
+                if flat is None:  # a cell outside any row: malformed
+                    raise SheetError(f"{path}: not a readable Excel file (a cell outside a row)")
+                flat.append(column)
+                flat.append(text)
+        return True
+
+    for chunk in _chunks(archive, part, path, budget, limits):
+        data = pending + chunk
+        if grammar is None:
+            grammar = _grammar_for(data[:4096])
+        cut = data.rfind(grammar.row_end)
+        if cut < 0:
+            pending = data
+            continue
+        cut += len(grammar.row_end)
+        pending = data[cut:]
+        if not cells(data[:cut]):
+            pending, flat = b"", None
+            break
+    if grammar is not None and pending and not cells(pending):
+        flat = None
+    if flat and len(sparse) < stop:
+        sparse.append((row_number, flat))
+        used.update(flat[0::2])
+    rows, letters = _dense(sparse, used)
+    return _Records(rows, name, letters)
+
+
+def _cell_kind(attrs: bytes, date_styles: frozenset[int]) -> tuple[bytes, bool]:
+    """A cell's type (`s`, `n`, `inlineStr`, ...) and whether its style shows a date."""
+    kind = _TYPE.search(attrs)
+    style = _STYLE.search(attrs) if date_styles else None
+    return (kind.group(1) if kind else b"n"), style is not None and int(
+        style.group(1)
+    ) in date_styles
+
+
+def _number(raw: bytes, is_date: bool, epoch: datetime) -> str:
+    text = raw.decode("ascii", "replace").strip()
+    if text.isdigit() and not is_date:
+        return text  # digits as written: a long number keeps every one
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if is_date and 0 <= value < 2_958_466:  # up to 9999-12-31
+        moment = epoch + timedelta(days=value)
+        moment = moment.replace(microsecond=0) + timedelta(seconds=round(moment.microsecond / 1e6))
+        if value < 1:
+            return moment.time().isoformat()
+        if value.is_integer():
+            return moment.date().isoformat()
+        return moment.isoformat()
+    return f"{value:.0f}" if value.is_integer() else repr(value)
+
+
+# --- XLS, ODS, XLSB: calamine, in a child process ------------------------------------
+
+#: what the child may use: calamine fills a grid as big as the sheet says it is, and a
+#: failed allocation aborts the process it runs in
+_CHILD_MEMORY = 2 * 2**30
+_CHILD_SECONDS = 300
+
+
+def _calamine_records(
+    path: Path, wanted: str | None, limits: SheetLimits, preview: int | None
+) -> _Records:
+    request = pickle.dumps((str(path), wanted, limits.max_rows, preview, _CHILD_MEMORY))
+    try:
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from campaign.contacts import _calamine_child; _calamine_child()",
+            ],
+            input=request,
+            capture_output=True,
+            timeout=_CHILD_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise SheetError(
+            f"{path}: reading took more than {_CHILD_SECONDS} s; split the sheet"
+        ) from None
+    if completed.returncode != 0:
+        if completed.returncode < 0:
+            cause = f"the reader stopped ({signal.Signals(-completed.returncode).name})"
+        else:
+            cause = f"the reader failed (exit {completed.returncode})"
+        raise SheetError(
+            f"{path}: {cause}, most likely out of memory: the sheet is larger (or its cells"
+            " further apart) than can be read; save it as .xlsx or CSV"
+        )
+    try:
+        status, payload = pickle.loads(completed.stdout)  # our own child's answer
+    except Exception:
+        raise SheetError(f"{path}: the Excel reader gave no answer; save it as .xlsx") from None
+    if status == "error":
+        raise SheetError(payload)
+    sparse, used, name = payload
+    rows, letters = _dense(sparse, used)
+    return _Records(rows, name, letters)
+
+
+def _calamine_child() -> None:
+    """The child's side: read the request on stdin, answer on stdout, both pickled."""
+    import resource
+
+    path, wanted, max_rows, preview, memory = pickle.loads(sys.stdin.buffer.read())
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    try:
+        answer: tuple[str, Any] = ("ok", _calamine_read(Path(path), wanted, max_rows, preview))
+    except SheetError as exc:
+        answer = ("error", str(exc))
+    sys.stdout.buffer.write(pickle.dumps(answer))
+
+
+def _calamine_read(
+    path: Path, wanted: str | None, max_rows: int, preview: int | None
+) -> tuple[list[tuple[int, list[Any]]], set[int], str]:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        workbook = CalamineWorkbook.from_path(str(path))
+    except Exception as exc:  # calamine raises several unrelated types for a bad file
+        raise SheetError(f"{path}: not a readable Excel file ({exc})") from None
+    with workbook:
+        names = workbook.sheet_names
+        if not names:
+            raise SheetError(f"{path}: the workbook has no sheets")
+        name = names[0] if wanted is None else _pick_sheet(path, names, wanted)
+        try:
+            data = workbook.get_sheet_by_name(name)
+            start = data.start or (0, 0)
+            stop = preview if preview is not None else max_rows + 2
+            sparse: list[tuple[int, list[Any]]] = []
+            used: set[int] = set()
+            for offset, values in enumerate(data.iter_rows()):
+                flat: list[Any] = []
+                for index, value in enumerate(values):
+                    text = _excel_cell(value)
+                    if text:
+                        flat.append(start[1] + index)
+                        flat.append(text)
+                        used.add(start[1] + index)
+                if flat:
+                    sparse.append((start[0] + offset + 1, flat))
+                    if len(sparse) >= stop:
+                        break
+        except Exception as exc:
+            raise SheetError(f"{path}: cannot read sheet {name!r} ({exc})") from None
+    return sparse, used, name
+
+
+# --- CSV -----------------------------------------------------------------------------
+
+
+def _csv_records(path: Path, limits: SheetLimits) -> Iterator[tuple[int, list[str]]]:
+    """Records as a spreadsheet numbers them; any parse error refuses the sheet, naming
+    the line, rather than reading a part of it."""
+    try:
+        with path.open("rb") as handle:  # at most the limit, whatever the file claims
+            data = handle.read(limits.max_bytes + 1)
     except OSError as exc:
         raise SheetError(f"{path}: cannot read ({exc.strerror})") from None
-    text = _decode(data)
-    if "\x00" in text:
-        raise SheetError(f"{path}: binary data, not a CSV or Excel file")
+    _check_size(path, len(data), limits)
+    text = _decode(path, data)
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise SheetError(
+            f"{path}: line {line}: a NUL byte (binary data, not a CSV or Excel file);"
+            " the sheet is refused",
+            line=line,
+        )
     delimiter = _sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1
     try:
         # A spreadsheet numbers records, not physical lines (quoted cells may hold newlines).
-        yield from enumerate(reader, start=1)
+        for number, row in enumerate(reader, start=1):
+            yield number, row
+            start = reader.line_num + 1
     except csv.Error as exc:
-        raise SheetError(f"{path}: not a readable CSV file ({exc})") from None
+        if "unexpected end of data" in str(exc):
+            raise SheetError(
+                f"{path}: line {start}: a quoted cell is never closed (its quote runs to the end"
+                " of the file); the sheet is refused",
+                line=start,
+            ) from None
+        raise SheetError(
+            f"{path}: line {reader.line_num}: {exc}; the sheet is refused", line=reader.line_num
+        ) from None
 
 
-def _decode(data: bytes) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 with BOM (Excel's "Unicode text"), else cp1252."""
+_NOT_ASCII = re.compile(r"[^\x00-\x7f\ufffd]")
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 with BOM (Excel's "Unicode text"), else cp1252.
+
+    Bytes that do not decode refuse the sheet with their line: a UTF-8 file with a run
+    of other bytes in it would otherwise be read as cp1252 throughout, garbling every name.
+    """
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace")
+        return _strict(path, data, "utf-8", 3)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", errors="replace")
+        return _strict(path, data, "utf-16", 0)
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        if _NOT_ASCII.search(data.decode("utf-8", errors="replace")):
+            _refuse_bytes(path, data, exc.start, "utf-8")
+    return _strict(path, data, "cp1252", 0)
+
+
+def _strict(path: Path, data: bytes, encoding: str, skip: int) -> str:
     try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+        return data[skip:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        _refuse_bytes(path, data, skip + exc.start, encoding)
+
+
+def _refuse_bytes(path: Path, data: bytes, offset: int, encoding: str) -> NoReturn:
+    line = data.count(b"\n", 0, offset) + 1
+    raise SheetError(
+        f"{path}: line {line}: bytes that are not {encoding}"
+        f" ({data[offset : offset + 4].hex(' ')}); the sheet is refused (save it again as UTF-8)",
+        line=line,
+    )
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -761,13 +1372,19 @@ def _sniff_delimiter(text: str) -> str:
     return best
 
 
-def _to_sheet(
-    source: str, records: Iterable[tuple[int, list[str]]], sheet_name: str | None
-) -> Sheet:
+# --- rows to a sheet -----------------------------------------------------------------
+
+
+def _to_sheet(source: str, records: _Records, limits: SheetLimits, preview: int | None) -> Sheet:
     rows: list[Row] = []
     numbers: list[int] = []
-    for number, row in records:
+    most = preview if preview is not None else limits.max_rows + 1  # + the header row
+    for number, row in records.rows:
         if "".join(row).strip():
+            if len(rows) >= most:
+                if preview is not None:
+                    break
+                raise _too_many_rows(source, limits)
             rows.append(tuple(row))
             numbers.append(number)
     if not rows:
@@ -779,8 +1396,11 @@ def _to_sheet(
     if has_header:
         rows, numbers = rows[1:], numbers[1:]
     width = max(len(first), max((len(row) for row in rows), default=0))
-    headers = _unique_headers(first if has_header else [], width)
-    sheet = Sheet(source, headers, rows, numbers, has_header, sheet_name, header_row)
+    letters = (records.letters or [])[:width]
+    letters += [_letter(index) for index in range(len(letters), width)]
+    headers = _unique_headers(first if has_header else [], letters)
+    sheet = Sheet(source, headers, rows, numbers, has_header, records.sheet_name, header_row)
+    sheet.letters = letters
     _drop_empty_columns(sheet)
     return sheet
 
@@ -807,11 +1427,11 @@ def _looks_like_number(cell: str) -> bool:
     return digits >= 7 and digits >= 0.6 * len(cell.replace(" ", ""))
 
 
-def _unique_headers(first: list[str], width: int) -> list[str]:
+def _unique_headers(first: list[str], letters: list[str]) -> list[str]:
     headers: list[str] = []
     seen: set[str] = set()
-    for index in range(width):
-        name = first[index] if index < len(first) and first[index] else _letter(index)
+    for index, letter in enumerate(letters):
+        name = first[index] if index < len(first) and first[index] else letter
         unique, count = name, 1
         while unique.casefold() in seen:
             count += 1
@@ -831,17 +1451,33 @@ def _letter(index: int) -> str:
     return name
 
 
+#: wider than this, empty columns are found in one pass over the cells instead of one
+#: pass over the rows per column
+_NARROW = 64
+
+
 def _drop_empty_columns(sheet: Sheet) -> None:
     """Columns with no header and no value (Excel's trailing `;;;`) are noise."""
-    keep = [
+    named = {
         index
         for index, header in enumerate(sheet.headers)
-        if (sheet.has_header and header != _letter(index))
-        or any(index < len(row) and row[index].strip() for row in sheet.rows)
-    ]
+        if sheet.has_header and header != sheet.letters[index]
+    }
+    if len(sheet.headers) <= _NARROW:
+        keep = [
+            index
+            for index in range(len(sheet.headers))
+            if index in named or any(index < len(row) and row[index].strip() for row in sheet.rows)
+        ]
+    else:
+        filled = set(named)
+        for row in sheet.rows:
+            filled.update(index for index, cell in enumerate(row) if cell and cell.strip())
+        keep = sorted(filled)
     if len(keep) == len(sheet.headers):
         return
     sheet.headers = [sheet.headers[index] for index in keep]
+    sheet.letters = [sheet.letters[index] for index in keep]
     sheet.rows = [
         tuple(row[index] if index < len(row) else "" for index in keep) for row in sheet.rows
     ]
@@ -959,8 +1595,8 @@ def _column_by_option(sheet: Sheet, option: str) -> int:
         if header.strip().casefold() == wanted.casefold():
             return index
     if re.fullmatch(r"[A-Za-z]{1,3}", wanted):
-        for index in range(len(sheet.headers)):
-            if _letter(index) == wanted.upper():
+        for index, letter in enumerate(sheet.letters):
+            if letter == wanted.upper():
                 return index
     if wanted.isdigit() and 1 <= int(wanted) <= len(sheet.headers):
         return int(wanted) - 1
@@ -1128,19 +1764,31 @@ class AcceptedContacts(Sequence[ParsedContact]):
         columns, width = self._columns, len(row)
         assert number.e164 is not None
         zone = _zone_names().get(_cell(row, columns.timezone).casefold())
-        extension = number.extension
-        if extension is None and columns.extension is not None:
-            extension = re.sub(r"\D", "", _cell(row, columns.extension)) or None
         name = " ".join(cell for index in columns.name if (cell := _cell(row, index)))
         return ParsedContact(
             self._sheet.row_numbers[position],
             number.e164,
             number.raw,
-            extension,
+            _extension(number, row, columns),
             name or None,
-            (zone,) if zone else number.timezones,
+            _narrowed(number.timezones, zone),
             {header: (row[i] if i < width else "") for header, i in self._variables},
         )
+
+
+def _narrowed(number_zones: tuple[str, ...], stated: str | None) -> tuple[str, ...]:
+    """A stated zone narrows the hours, never widens them: the window must be open in it
+    and in every zone of the number (a +1 212 number stays in New York's hours)."""
+    if stated is None or stated in number_zones:
+        return number_zones
+    return (*number_zones, stated)
+
+
+def _extension(number: NormalisedNumber, row: Row, columns: Columns) -> str | None:
+    """The number's own extension, else the extension column's digits."""
+    if number.extension is not None or columns.extension is None:
+        return number.extension
+    return re.sub(r"\D", "", _cell(row, columns.extension)) or None
 
 
 def _cell(row: Row, index: int | None) -> str:
@@ -1204,7 +1852,7 @@ class SheetResult:
 
 
 #: rejections of numbers that are valid in themselves
-_VALID_REJECTIONS = frozenset({Reason.NOT_DIALABLE_TYPE, Reason.DO_NOT_CALL})
+_VALID_REJECTIONS = frozenset({Reason.NOT_DIALABLE_TYPE, Reason.DO_NOT_CALL, Reason.BAD_EXTENSION})
 
 Progress = Callable[[int, int], None]
 _PROGRESS_EVERY = 10_000
@@ -1232,6 +1880,7 @@ def validate_sheet(
     first_row: dict[str, int] = {}
     zones = _zone_names()
     phone, fallbacks, tz_column = columns.phone, columns.phone_fallbacks, columns.timezone
+    has_extension = columns.extension is not None
     positions, numbers = accepted._positions, accepted._numbers  # filled in place, row order
     total = len(rows)
     with _collector_paused():
@@ -1254,6 +1903,19 @@ def validate_sheet(
                 )
                 continue
             number = row_numbers[position]
+            if has_extension or parsed.extension:
+                extension = _extension(parsed, rows[position], columns)
+                if extension is not None and len(extension) > MAX_EXTENSION:
+                    result.rejected.append(
+                        Rejected(
+                            number,
+                            raw,
+                            Reason.BAD_EXTENSION,
+                            e164,
+                            _cells(headers, rows[position]),
+                        )
+                    )
+                    continue
             earlier = first_row.setdefault(e164, number)
             if earlier != number:
                 result.duplicates.append(Duplicate(number, e164, raw, earlier))
@@ -1264,7 +1926,7 @@ def validate_sheet(
                 cell = _cell(rows[position], tz_column)
                 if cell and cell.casefold() not in zones:
                     result.warnings.append(
-                        (number, f"unknown time zone {cell!r}; using the number's zones")
+                        (number, f"unknown time zone {cell!r}; using the number's zones only")
                     )
     if progress is not None:
         progress(total, total)

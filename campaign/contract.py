@@ -6,6 +6,9 @@ metadata; the agent parses it with `DialRequest.model_validate_json`.
 
 from __future__ import annotations
 
+import re
+from string import Formatter
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -43,14 +46,46 @@ class Script(BaseModel):
         default_factory=lambda: ["interested", "not_interested", "callback", "wrong_person"]
     )
 
+    def placeholders(self) -> dict[str, str]:
+        """Each `{placeholder}` of the texts the agent says, by name, with the first field
+        that uses it. ValueError names a text that is not a valid template."""
+        found: dict[str, str] = {}
+        for field_name in TEMPLATE_FIELDS:
+            text = getattr(self, field_name)
+            if not text:
+                continue
+            try:
+                parsed = list(Formatter().parse(text))
+            except ValueError as exc:
+                raise ValueError(
+                    f"script.{field_name}: {exc} (write {{{{ and }}}} for a literal brace)"
+                ) from None
+            for _literal, placeholder, _spec, _conversion in parsed:
+                if placeholder is None:
+                    continue
+                name = re.split(r"[.\[]", placeholder, maxsplit=1)[0]
+                if not name or name.isdigit():
+                    raise ValueError(
+                        f"script.{field_name}: {{{placeholder}}} is not a placeholder;"
+                        " name a column, such as {name}"
+                    )
+                found.setdefault(name, field_name)
+        return found
+
     def render(self, text: str, variables: dict[str, str]) -> str:
-        """Fill `{name}`-style placeholders; unknown ones are left as written."""
+        """Fill `{name}`-style placeholders, matching names regardless of case (`{plan}`
+        takes the `Plan` column); unknown ones are left as written."""
+        folded = {key.casefold(): value for key, value in variables.items()}
 
-        class _Keep(dict[str, str]):
+        class _Fill(dict[str, str]):
             def __missing__(self, key: str) -> str:
-                return "{" + key + "}"
+                return folded.get(key.casefold(), "{" + key + "}")
 
-        return text.format_map(_Keep(variables))
+        return text.format_map(_Fill(variables))
+
+
+#: the script's texts whose `{placeholders}` are filled per contact
+TEMPLATE_FIELDS = ("instructions", "greeting", "question", "goodbye", "voicemail_message")
 
 
 class DialRequest(BaseModel):

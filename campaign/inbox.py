@@ -1,11 +1,15 @@
 """A campaign's inbox folder: sheets dropped into `campaigns/<name>/inbox/` are imported once.
 
-An imported sheet moves to `processed/`; a sheet that cannot be read moves to `failed/`
-beside a `<file>.error.txt` saying why. Both get a UTC time-stamp prefix taken from the
-file's modification time, so the same file name dropped every day never collides and a
-pick-up interrupted between import and move is retried under the same name (the import
-is idempotent). Hidden and temporary names are left alone, and so is a file modified in
-the last few seconds: it may still be being copied in.
+An imported sheet moves to `processed/`; a sheet that fails for any reason (unreadable,
+too big, refused by the ledger, a bug) moves to `failed/` beside a `<file>.error.txt`
+saying why, so it never blocks the runs after it. Only a fault of the environment the
+importer names (the ledger unreachable) leaves it in the inbox for the next run.
+
+Both get a UTC time-stamp prefix taken from the file's modification time, so the same
+file name dropped every day never collides and a pick-up interrupted between import and
+move is retried under the same name (the import is idempotent). Hidden and temporary
+names are left alone, and so is a file modified in the last few seconds: it may still be
+being copied in.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from campaign.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Leave files younger than this alone: a copy into the inbox may still be in progress.
@@ -25,10 +31,6 @@ DEFAULT_MIN_AGE_SECONDS = 10.0
 _TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".swp")
 
 T = TypeVar("T")
-
-
-class InboxError(Exception):
-    """Raised by an importer for a sheet that cannot be imported; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,14 @@ def pick_up(
     importer: Callable[[Path, str], T],
     *,
     min_age_seconds: float = DEFAULT_MIN_AGE_SECONDS,
+    keep_on: tuple[type[Exception], ...] = (),
 ) -> PickUp[T]:
     """Import every waiting sheet with `importer(path, source)`, then move it.
 
     `source` is the path the sheet will have afterwards (in `processed/`), so the
-    ledger's rows point at a file that exists. `InboxError` from the importer sends
-    the sheet to `failed/`; any other exception (the ledger is down, say) leaves it in
-    the inbox for the next run and propagates.
+    ledger's rows point at a file that exists. Any exception from the importer sends
+    the sheet to `failed/` with its reason, except those in `keep_on` (the ledger is
+    down, say): they leave it in the inbox for the next run and propagate.
     """
     result: PickUp[T] = PickUp()
     for sheet in waiting_sheets(paths.inbox, min_age_seconds=min_age_seconds):
@@ -102,14 +105,10 @@ def pick_up(
         source = str(paths.processed / stamped)
         try:
             imported = importer(sheet, source)
-        except InboxError as exc:
-            reason = str(exc) or type(exc).__name__
-            paths.failed.mkdir(parents=True, exist_ok=True)
-            target = paths.failed / stamped
-            sheet.replace(target)
-            target.with_name(target.name + ".error.txt").write_text(reason + "\n")
-            log.warning("inbox: %s failed: %s (moved to %s)", sheet.name, reason, target)
-            result.failed.append((target, reason))
+        except keep_on:
+            raise
+        except Exception as exc:
+            result.failed.append((_fail(paths, sheet, stamped, exc), _reason(exc)))
             continue
         paths.processed.mkdir(parents=True, exist_ok=True)
         target = paths.processed / stamped
@@ -117,3 +116,24 @@ def pick_up(
         log.info("inbox: imported %s (moved to %s)", sheet.name, target)
         result.imported.append((target, imported))
     return result
+
+
+def _reason(exc: Exception) -> str:
+    """One line: a user error's message; anything else also names its type."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, UserError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fail(paths: InboxPaths, sheet: Path, stamped: str, exc: Exception) -> Path:
+    reason = _reason(exc)
+    paths.failed.mkdir(parents=True, exist_ok=True)
+    target = paths.failed / stamped
+    sheet.replace(target)
+    target.with_name(target.name + ".error.txt").write_text(reason + "\n")
+    if isinstance(exc, UserError):
+        log.warning("inbox: %s failed: %s (moved to %s)", sheet.name, reason, target)
+    else:  # a bug or a library's surprise: keep the traceback for whoever fixes it
+        log.error("inbox: %s failed: %s (moved to %s)", sheet.name, reason, target, exc_info=exc)
+    return target

@@ -47,6 +47,7 @@ import xlsxwriter
 from sqlalchemy.orm import Session
 
 from campaign.campaign_file import CampaignFileError, Pricing
+from campaign.errors import UserError
 from campaign.outcomes import AmdResult, ContactStatus, Outcome
 from campaign.store import Ledger
 from campaign.store import reporting as q
@@ -62,7 +63,7 @@ _DAY = timedelta(days=1)
 _DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError, RuntimeError):
     """The report cannot be written; the message says why in one line."""
 
 

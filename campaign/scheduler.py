@@ -48,15 +48,22 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from campaign.campaign_file import CampaignConfig, CampaignFileError, load_campaign
-from campaign.config import Settings, SettingsError
-from campaign.contacts import SheetError, validate_sheet
+from campaign.campaign_file import (
+    CampaignConfig,
+    CampaignFileError,
+    check_campaign_name,
+    load_campaign,
+)
+from campaign.config import Settings
+from campaign.contacts import validate_sheet
 from campaign.dialer import USER_ERRORS as DIALER_ERRORS
 from campaign.dialer import dial_campaign
-from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxError, InboxPaths, pick_up
-from campaign.report import ReportError, default_report_path, write_report
+from campaign.errors import UserError
+from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxPaths, pick_up
+from campaign.report import default_report_path, write_report
 from campaign.store import Ledger, open_ledger
 from campaign.store import schedules as store
+from campaign.store.db import LEDGER_FAULTS
 from campaign.store.imports import import_contacts
 from campaign.store.models import CampaignRun
 
@@ -77,15 +84,17 @@ DEFAULT_HEARTBEAT_SECONDS = 20.0
 #: Campaigns of different names may run side by side, at most this many at once.
 DEFAULT_MAX_PARALLEL_RUNS = 4
 
+#: the longest crontab the ledger keeps
+MAX_CRON = 100
 _WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError, ValueError):
     """A schedule cannot be added, found or run; the message is one line saying why."""
 
 
 #: Failures whose message says it all: logged as one line, without a traceback.
-_EXPECTED_ERRORS = (ScheduleError, SettingsError, ReportError, *DIALER_ERRORS)
+_EXPECTED_ERRORS = (UserError, *DIALER_ERRORS)
 
 
 class CampaignDialer(Protocol):
@@ -154,6 +163,8 @@ def crontab_weekdays(field_text: str, cron: str) -> str:
 def cron_trigger(cron: str, timezone: str) -> CronTrigger:
     """A trigger from a five-field crontab (`minute hour day month weekday`) in an IANA zone."""
     zone = parse_zone(timezone)
+    if len(" ".join(cron.split())) > MAX_CRON:
+        raise ScheduleError(f"invalid cron expression: more than {MAX_CRON} characters")
     fields = cron.split()
     if len(fields) != 5:
         raise ScheduleError(
@@ -588,8 +599,8 @@ class CampaignScheduler:
     # -- runs
 
     def load(self, campaign: str) -> CampaignConfig:
-        path = self.campaigns_dir / f"{campaign}.yaml"
         try:
+            path = self.campaigns_dir / f"{check_campaign_name(campaign)}.yaml"
             config = load_campaign(path)
         except CampaignFileError as exc:
             raise ScheduleError(str(exc)) from None
@@ -662,13 +673,23 @@ class CampaignScheduler:
                 # The source `dialer import` and `dialer run` record: the absolute path.
                 result.new_contacts += self._import(config, sheet, str(sheet.resolve()))
                 result.sheets_imported += 1
-            except InboxError as exc:
-                result.sheet_errors.append(f"{sheet.name}: {exc}")
-                log.warning("campaign %s: sheet %s not imported: %s", config.name, sheet, exc)
+            except LEDGER_FAULTS:
+                raise
+            except Exception as exc:  # any sheet's failure is that sheet's, not the run's
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                result.sheet_errors.append(f"{sheet.name}: {reason}")
+                log.warning(
+                    "campaign %s: sheet %s not imported: %s",
+                    config.name,
+                    sheet,
+                    reason,
+                    exc_info=None if isinstance(exc, UserError) else exc,
+                )
         picked = pick_up(
             InboxPaths(self.campaigns_dir / config.name),
             lambda path, source: self._import(config, path, source),
             min_age_seconds=self._inbox_min_age,
+            keep_on=LEDGER_FAULTS,
         )
         result.inbox_imported = len(picked.imported)
         result.inbox_failed = len(picked.failed)
@@ -680,10 +701,7 @@ class CampaignScheduler:
 
     def _import(self, config: CampaignConfig, sheet: Path, source: str) -> int:
         """Validate and import one sheet; returns how many contacts were new."""
-        try:
-            checked = validate_sheet(sheet, region=config.region)
-        except SheetError as exc:
-            raise InboxError(str(exc)) from None
+        checked = validate_sheet(sheet, region=config.region)
         summary = import_contacts(self.ledger, config.name, checked, source)
         log.info(
             "campaign %s: %s: %d new, %d already present, %d rejected, %d duplicate(s)",

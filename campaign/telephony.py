@@ -51,10 +51,12 @@ class TelephonyError(RuntimeError):
 
 
 def mask_number(e164: str) -> str:
-    """`+14155552671` -> `+1415***2671`, for logs."""
-    if len(e164) <= 8:
-        return e164[:2] + "***"
-    return f"{e164[:5]}***{e164[-4:]}"
+    """`+14155552671` -> `+141***71`, for logs: at least half of any number's digits hidden."""
+    digits = [char for char in e164 if char.isdigit()]
+    shown = min(8, len(digits) // 2)
+    head, tail = shown - shown // 2, shown // 2
+    prefix = "+" if e164.startswith("+") else ""
+    return f"{prefix}{''.join(digits[:head])}***{''.join(digits[len(digits) - tail :])}"
 
 
 def refused_credentials(exc: TelephonyError) -> bool:

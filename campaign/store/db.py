@@ -8,15 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from campaign.errors import UserError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-class LedgerError(RuntimeError):
+class LedgerError(UserError, RuntimeError):
     """The ledger cannot be reached or used; the message says why."""
+
+    exit_code = 4
+
+
+#: faults of the ledger itself (unreachable, locked, gone away), not of the data sent to it:
+#: work that meets one is retried later rather than given up
+LEDGER_FAULTS: tuple[type[Exception], ...] = (LedgerError, OperationalError, InterfaceError)
+#: anything the database driver raised (its message holds no bound values: `_without_values`)
+DRIVER_ERRORS: tuple[type[Exception], ...] = (DBAPIError,)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -29,7 +40,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for a SQLite file or PostgreSQL URL (`postgresql://` uses psycopg 3)."""
+    """An engine for a SQLite file or PostgreSQL URL (`postgresql://` uses psycopg 3).
+
+    Bound parameters (numbers, names, transcripts) never appear in an error's text, so
+    neither in logs nor in the error columns that store such texts (`hide_parameters`,
+    and `_without_values` for the values PostgreSQL quotes in its own messages).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -48,10 +64,25 @@ def make_engine(url: str) -> Engine:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LedgerError(f"cannot create the ledger folder {folder}: {exc}") from None
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    event.listen(engine, "handle_error", _without_values)
+    return engine
+
+
+def _without_values(context: ExceptionContext) -> None:
+    """Keep only the first line of a driver's message: PostgreSQL's DETAIL line quotes the
+    row's values (`Key (e164)=(+14155552671) already exists.`)."""
+    original = context.original_exception
+    first = str(original).split("\n", 1)[0]
+    if first == str(original):
+        return
+    original.args = (first,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        wrapped.args = (f"({type(original).__module__}.{type(original).__name__}) {first}",)
 
 
 class Ledger:
@@ -84,6 +115,9 @@ class Ledger:
         except OperationalError as exc:
             reason = " ".join(str(exc.orig).split())  # drivers' messages span lines
             raise LedgerError(f"cannot reach the ledger at {self.safe_url}: {reason}") from None
+        except DBAPIError as exc:  # reached, but no ledger there (not a database, say)
+            reason = " ".join(str(exc.orig).split())
+            raise LedgerError(f"cannot use the ledger at {self.safe_url}: {reason}") from None
 
     def is_current(self) -> bool:
         """True when the schema is at the newest migration."""

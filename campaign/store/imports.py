@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from campaign.campaign_file import check_campaign_name
 from campaign.contacts import Progress, Reason, Sheet, SheetResult, check_region, validate_sheet
 from campaign.outcomes import ContactStatus
 from campaign.store.db import Ledger
@@ -60,7 +61,7 @@ class DncAddResult:
 
 def get_or_create_campaign(session: Session, name: str, region: str) -> Campaign:
     """The campaign called `name`, created with `region` when it does not exist yet."""
-    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+    campaign = session.scalar(select(Campaign).where(Campaign.name == check_campaign_name(name)))
     if campaign is None:
         campaign = Campaign(name=name, region=region)
         session.add(campaign)
@@ -105,6 +106,7 @@ def import_sheet(
 
     The region is the one given, else the existing campaign's, else `default_region`.
     """
+    check_campaign_name(campaign)  # before the sheet is read
     region_code = check_region(region or campaign_region(ledger, campaign) or default_region)
     with ledger.session() as session:
         dnc = dnc_set(session)

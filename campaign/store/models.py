@@ -107,7 +107,8 @@ class Contact(Base):
     #: IANA zones; calling hours must hold in each
     timezones: Mapped[list[Any]] = mapped_column(default=list)
     variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    source: Mapped[str] = mapped_column(String(500), default="")
+    #: the sheet's absolute path, as long as the file system allows
+    source: Mapped[str] = mapped_column(Text, default="")
     source_row: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -132,7 +133,8 @@ class Rejection(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    source: Mapped[str] = mapped_column(String(500), default="")
+    #: the sheet's absolute path, as long as the file system allows
+    source: Mapped[str] = mapped_column(Text, default="")
     source_row: Mapped[int] = mapped_column(Integer)
     raw: Mapped[str] = mapped_column(Text, default="")
     #: empty, unparseable, invalid, not_dialable_type, do_not_call, duplicate

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -145,32 +147,130 @@ def test_dnc_commands(runner: CliRunner, sheet: Path, tmp_path: Path) -> None:
     assert "Removed 1" in removed.stdout
 
 
+def dialer(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it, in its own process (a traceback would show)."""
+    return subprocess.run(
+        [sys.executable, "-m", "campaign", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["check", "{tmp}/missing.csv"], "missing.csv: no such file"),
-        (["check", "{tmp}/broken.xlsx"], "not a readable Excel file"),
-        (["check", "{tmp}/nophone.csv"], "no phone column found"),
-        (["check", "{tmp}/nophone.csv", "--region", "ZZ"], "unknown region 'ZZ'"),
-        (["import", "{tmp}/nophone.csv", "--campaign", "c", "--db", "nonsense://"], "ledger"),
+        (["check", "{tmp}/missing.csv"], "missing.csv: no such file", 1),
+        (["check", "{tmp}/broken.xlsx"], "not a readable Excel file", 1),
+        (["check", "{tmp}/nophone.csv"], "no phone column found", 1),
+        (["check", "{tmp}/nophone.csv", "--region", "ZZ"], "unknown region 'ZZ'", 1),
+        (["check", "{tmp}/unclosed.csv"], "line 2: a quoted cell is never closed", 1),
+        (
+            ["import", "{tmp}/nophone.csv", "--campaign", "bad name!"],
+            "campaign name 'bad name!'",
+            1,
+        ),
+        (["import", "{tmp}/nophone.csv", "--campaign", "c", "--db", "nonsense://"], "ledger", 4),
+        (["schedule", "add", "../x", "--cron", "0 19 * * *", "--tz", "UTC"], "campaign name", 1),
     ],
 )
 def test_errors_are_one_line_without_traceback(
-    tmp_path: Path, ledger_url: str, args: list[str], message: str
+    tmp_path: Path, ledger_url: str, args: list[str], message: str, code: int
 ) -> None:
     (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04garbage")
     (tmp_path / "nophone.csv").write_text("Name,City\nAnn,SF\nBob,LA\n")
-    env = {**os.environ, "DIALER_DATABASE_URL": ledger_url}
-    completed = subprocess.run(
-        [sys.executable, "-m", "campaign", *(arg.format(tmp=tmp_path) for arg in args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert completed.returncode in (1, 2)
+    (tmp_path / "unclosed.csv").write_text('Name,Phone\n"Ada,+12125550101\nBob,+12125550102\n')
+    completed = dialer([arg.format(tmp=tmp_path) for arg in args], DIALER_DATABASE_URL=ledger_url)
+    assert completed.returncode == code, completed.stderr
     assert "Traceback" not in completed.stderr
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), completed.stderr
     assert message in lines[0]
     assert completed.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "variable", "value"),
+    [
+        (["campaigns"], "DIALER_LOG_LEVEL", "loud"),
+        (["check", "x.csv"], "LIVEKIT_URL", "localhost:7880"),
+        (["status", "c"], "DIALER_LOG_LEVEL", "loud"),
+        (["schedule", "list"], "LIVEKIT_URL", "localhost:7880"),
+        (["dnc", "list"], "DIALER_SHEET_MAX_ROWS", "many"),
+    ],
+)
+def test_a_bad_setting_is_one_line_for_every_command(
+    ledger_url: str, args: list[str], variable: str, value: str
+) -> None:
+    completed = dialer(args, DIALER_DATABASE_URL=ledger_url, **{variable: value})
+    assert completed.returncode == 1
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid settings:"), completed.stderr
+    assert variable in lines[0]
+    assert completed.stdout == ""
+
+
+def test_a_refused_csv_is_in_the_json_output_too(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "unclosed.csv"
+    path.write_text('Name,Phone\n"Ada Lovelace,+12125550101\nBob,+12125550102\nCy,+121255501\n')
+    result = runner.invoke(app, ["check", str(path), "--format", "json"])
+    assert result.exit_code == 1
+    (error,) = json.loads(result.stdout)["errors"]
+    assert error["line"] == 2 and "never closed" in error["message"]
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+cmd|' /C calc'!A0", "@SUM(A1)", "-2+3"]
+
+
+def _cells(text: str) -> list[str]:
+    return [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+
+
+def test_check_csv_output_is_formula_safe(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "hostile.csv"
+    rows = [f'"{formula.replace(chr(34), chr(34) * 2)}",n/a' for formula in FORMULAS]
+    path.write_text("Name,Phone\n" + "\n".join(rows) + "\nAda,+1 212-736-0101\n")
+    result = runner.invoke(app, ["check", str(path), "--format", "csv", "--phone-column", "Name"])
+    assert result.exit_code == 0, result.output
+    cells = _cells(result.stdout)
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
+    assert "'" + FORMULAS[0] in cells
+
+
+def test_dnc_list_csv_is_formula_safe(runner: CliRunner) -> None:
+    added = runner.invoke(app, ["dnc", "add", "+1 212-736-0101", "--note", FORMULAS[0]])
+    assert added.exit_code == 0, added.output
+    result = runner.invoke(app, ["dnc", "list", "--format", "csv"])
+    cells = _cells(result.stdout)
+    assert "'" + FORMULAS[0] in cells and "'+12127360101" in cells
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
+
+
+def test_import_refuses_a_name_the_campaign_file_refuses(runner: CliRunner, sheet: Path) -> None:
+    result = runner.invoke(app, ["import", str(sheet), "--campaign", "bad name!"])
+    assert result.exit_code == 1
+    assert "campaign name 'bad name!'" in result.stderr
+    assert json.loads(runner.invoke(app, ["campaigns", "--format", "json"]).stdout) == []
+
+
+def test_a_ledger_file_that_is_no_database_is_one_line(tmp_path: Path) -> None:
+    """The driver's own error (not a connection fault) is a one-line refusal too."""
+    broken = tmp_path / "ledger.db"
+    broken.write_bytes(b"this is not a SQLite database" * 100)
+    completed = dialer(["campaigns"], DIALER_DATABASE_URL=f"sqlite:///{broken}")
+    assert completed.returncode == 4, completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), completed.stderr
+
+
+def test_cells_that_look_like_markup_are_printed_as_text(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "[odd] name.csv"
+    path.write_text("Name,Phone\nAda,[/foo]\nBob,[bold]+1 212-736-0101\n")
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[/foo]" in result.stdout and "[odd] name.csv" in result.stdout
+    runner.invoke(app, ["dnc", "add", "+1 212-736-0101", "--note", "[/x] said stop"])
+    listed = runner.invoke(app, ["dnc", "list"])
+    assert listed.exit_code == 0 and "[/x] said stop" in listed.stdout

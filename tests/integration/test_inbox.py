@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openpyxl
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from campaign.config import get_settings
 from campaign.dialer import dial_campaign
+from campaign.inbox import InboxPaths, pick_up
 from campaign.scheduler import CampaignScheduler
 from campaign.store import Contact, open_ledger
+from campaign.store.db import LEDGER_FAULTS
 from campaign.store.models import Rejection
 
 pytestmark = pytest.mark.integration
@@ -143,3 +148,73 @@ def test_the_same_file_name_dropped_every_day_never_collides(service: CampaignSc
     assert service.run("nightly").inbox_imported == 1
     assert len(list((root / "processed").glob("*-contacts.csv"))) == 2
     assert {"+12127360111", "+12127360102"} <= set(numbers(service))
+
+
+def stray_cell_xlsx(far: str) -> bytes:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in (["Name", "Phone"], ["Grace", "(212) 736-0111"], ["Alan", "212.736.0102"]):
+        sheet.append(row)
+    sheet[far] = "stray"
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def test_hostile_inbox_sheets_never_stop_the_run(service: CampaignScheduler) -> None:
+    root = service.campaigns_dir / "nightly"
+    drop(root / "inbox", "crm.xlsx", stray_cell_xlsx("XFD1048576"))
+    drop(root / "inbox", "unclosed.csv", 'Name,Phone\n"Alan,212.736.0102\nBob,212.736.0103\n')
+    drop(root / "inbox", "binary.csv", b"Name,Phone\nAda\x00,+1 212-736-0101\n")
+    started = time.monotonic()
+
+    result = service.run("nightly")
+
+    assert result.status == "done", result.line()
+    assert time.monotonic() - started < 60
+    assert (result.inbox_imported, result.inbox_failed) == (1, 2)
+    assert result.dialer  # the engine ran after the failed sheets
+    assert {"+12127360111", "+12127360102"} <= set(numbers(service))
+    assert "+12127360103" not in numbers(service)  # nothing of a refused sheet is imported
+    unclosed = next(root.glob("failed/*-unclosed.csv.error.txt")).read_text()
+    assert "line 2: a quoted cell is never closed" in unclosed
+    assert "line 2: a NUL byte" in next(root.glob("failed/*-binary.csv.error.txt")).read_text()
+    assert list((root / "inbox").iterdir()) == []
+    assert service.run("nightly").inbox_failed == 0  # they do not come back
+
+
+def test_an_unreadable_campaign_sheet_is_that_sheets_error_not_the_runs(
+    service: CampaignScheduler,
+) -> None:
+    (service.campaigns_dir / "nightly.csv").write_bytes(b'Name,Phone\n"Ada,+1 212-736-0101\n')
+    result = service.run("nightly")
+    assert result.status == "done", result.line()
+    assert result.sheet_errors and "never closed" in result.sheet_errors[0]
+    assert result.dialer
+
+
+def test_any_failure_of_the_importer_sends_the_sheet_to_failed(tmp_path: Path) -> None:
+    paths = InboxPaths(tmp_path / "c")
+    drop(paths.inbox, "a.csv", "x")
+
+    def buggy(path: Path, source: str) -> int:
+        raise RuntimeError("the importer has a bug\nsecond line")
+
+    picked = pick_up(paths, buggy, min_age_seconds=5, keep_on=(OperationalError,))
+    ((target, reason),) = picked.failed
+    assert reason == "RuntimeError: the importer has a bug second line"
+    assert target.parent == paths.failed
+    assert target.with_name(target.name + ".error.txt").read_text() == reason + "\n"
+
+
+def test_a_ledger_fault_leaves_the_sheet_for_the_next_run(tmp_path: Path) -> None:
+    paths = InboxPaths(tmp_path / "c")
+    sheet = drop(paths.inbox, "a.csv", "x")
+
+    def ledger_down(path: Path, source: str) -> int:
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    with pytest.raises(OperationalError):
+        pick_up(paths, ledger_down, min_age_seconds=5, keep_on=LEDGER_FAULTS)
+    assert sheet.exists() and not paths.failed.exists()

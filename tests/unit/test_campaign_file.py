@@ -104,7 +104,7 @@ BASE = "name: x\ncontacts: a.csv\n"
             "name: x\ncontacts: a.csv\nstart_at: 2026-03-05\nend_at: 2026-03-04",
             "end_at must be after",
         ),
-        ("name: bad name\ncontacts: a.csv", "name: String should match"),
+        ("name: bad name\ncontacts: a.csv", "name: campaign name 'bad name': use 1-100 letters"),
         ("- a\n- b", "expected a mapping"),
         ("name: [unclosed", "not valid YAML at line 1"),
     ],
@@ -157,3 +157,65 @@ def test_pricing_is_validated_and_kept(tmp_path: Path) -> None:
         load_campaign(write(tmp_path, "name: x\ncontacts: a.csv\npricing:\n  stt_per_minute: -1\n"))
     with pytest.raises(CampaignFileError, match=r"pricing\.gpu_per_hour"):
         load_campaign(write(tmp_path, "name: x\ncontacts: a.csv\npricing:\n  gpu_per_hour: 1\n"))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_a_key_written_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    text = "name: spring\ncontacts: a.csv\nregion: US\nregion: GB\n"
+    with pytest.raises(CampaignFileError, match="duplicate key 'region' at line 4"):
+        load_campaign(write(tmp_path, text))
+
+
+def test_a_nested_key_written_twice_is_an_error_too(tmp_path: Path) -> None:
+    text = "name: spring\ncontacts: a.csv\ncalling_hours:\n  start: '10:00'\n  start: '11:00'\n"
+    with pytest.raises(CampaignFileError, match="duplicate key 'start' at line 5"):
+        load_campaign(write(tmp_path, text))
+
+
+def with_sheet(tmp_path: Path, script: str) -> Path:
+    (tmp_path / "leads.csv").write_text("Name,Phone,Plan,City\nAda,+1 212-736-0101,gold,NY\n")
+    return write(tmp_path, f"name: spring\ncontacts: leads.csv\nscript:\n{script}")
+
+
+def test_a_placeholder_naming_no_column_is_an_error_listing_the_columns(tmp_path: Path) -> None:
+    path = with_sheet(tmp_path, '  greeting: "Hello {name}, about your {plann} plan"\n')
+    with pytest.raises(CampaignFileError) as refused:
+        load_campaign(path)
+    message = str(refused.value)
+    assert "script.greeting: no column 'plann' in leads.csv" in message
+    assert "placeholders: name, Plan, City" in message
+
+
+def test_placeholders_match_columns_ignoring_case(tmp_path: Path) -> None:
+    config = load_campaign(with_sheet(tmp_path, '  greeting: "Hi {NAME}, your {plan} plan"\n'))
+    script = config.agent_script
+    assert script.placeholders() == {"NAME": "greeting", "plan": "greeting"}
+    # the agent fills `{plan}` from the `Plan` column
+    assert (
+        script.render(script.greeting, {"NAME": "Ada", "Plan": "gold"}) == "Hi Ada, your gold plan"
+    )
+
+
+def test_a_voicemail_placeholder_is_checked_too(tmp_path: Path) -> None:
+    path = with_sheet(tmp_path, "  voicemail_message: 'Call {company} back'\n")
+    with pytest.raises(CampaignFileError, match=r"script\.voicemail_message: no column 'company'"):
+        load_campaign(path)
+
+
+def test_a_brace_that_is_no_placeholder_is_an_error(tmp_path: Path) -> None:
+    path = with_sheet(tmp_path, "  greeting: 'Hi {name'\n")
+    with pytest.raises(CampaignFileError, match=r"script\.greeting: .*literal brace"):
+        load_campaign(path)
+
+
+def test_a_sheet_not_there_yet_leaves_placeholders_to_the_import(tmp_path: Path) -> None:
+    text = "name: spring\ncontacts: later.csv\nscript: {greeting: 'Hi {plan}'}\n"
+    assert load_campaign(write(tmp_path, text)).name == "spring"
+
+
+def test_a_disposition_longer_than_the_ledger_keeps_is_an_error(tmp_path: Path) -> None:
+    text = f"name: spring\ncontacts: a.csv\ndispositions: [ok, {'x' * 51}]\n"
+    with pytest.raises(CampaignFileError, match="give 1 to 50 characters"):
+        load_campaign(write(tmp_path, text))

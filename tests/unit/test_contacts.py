@@ -175,11 +175,13 @@ def test_timezone_column_is_validated(tmp_path: Path) -> None:
     )
     result = validate_sheet(write_csv(tmp_path / "s.csv", text), region="US")
     assert [c.timezones for c in result.accepted] == [
-        ("America/Chicago",),  # the sheet's zone, in IANA spelling
+        ("America/Los_Angeles", "America/Chicago"),  # the sheet's zone narrows the number's
         ("America/New_York",),  # unknown zone: the number's
         ("Europe/London",),  # blank: the number's
     ]
-    assert result.warnings == [(3, "unknown time zone 'Mars/Olympus'; using the number's zones")]
+    assert result.warnings == [
+        (3, "unknown time zone 'Mars/Olympus'; using the number's zones only")
+    ]
 
 
 def test_extension_column_is_used_when_the_cell_has_none(tmp_path: Path) -> None:

@@ -41,5 +41,20 @@ def test_client_errors_are_final() -> None:
 
 
 def test_numbers_are_masked_for_logs() -> None:
-    assert mask_number("+14155552671") == "+1415***2671"
+    assert mask_number("+14155552671") == "+141***71"
     assert "5555" not in mask_number("+14155552671")
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        *("+1", "+12", "+123", "+1234", "+12345", "+1234567", "+14155552671", "+4930123"),
+        *("+491511234567890", "+8613812345678", "2671", ""),
+    ],
+)
+def test_masking_hides_at_least_half_of_any_numbers_digits(number: str) -> None:
+    masked = mask_number(number)
+    digits = sum(char.isdigit() for char in number)
+    shown = sum(char.isdigit() for char in masked)
+    assert shown * 2 <= digits
+    assert "***" in masked
