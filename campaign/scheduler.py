@@ -47,6 +47,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
+from pydantic import ValidationError
 
 from campaign.campaign_file import CampaignConfig, CampaignFileError, load_campaign
 from campaign.config import Settings, SettingsError
@@ -56,6 +57,7 @@ from campaign.dialer import dial_campaign
 from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxError, InboxPaths, pick_up
 from campaign.report import ReportError, default_report_path, write_report
 from campaign.store import Ledger, open_ledger
+from campaign.store import desk as desk_store
 from campaign.store import schedules as store
 from campaign.store.imports import import_contacts
 from campaign.store.models import CampaignRun
@@ -76,6 +78,8 @@ DEFAULT_LEASE_TTL = timedelta(minutes=2)
 DEFAULT_HEARTBEAT_SECONDS = 20.0
 #: Campaigns of different names may run side by side, at most this many at once.
 DEFAULT_MAX_PARALLEL_RUNS = 4
+#: How often an idle runner looks for a start pressed on the desk.
+DEFAULT_REQUEST_POLL_SECONDS = 2.0
 
 _WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering
 
@@ -371,6 +375,7 @@ class CampaignScheduler:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         inbox_min_age_seconds: float = DEFAULT_MIN_AGE_SECONDS,
         max_parallel_runs: int = DEFAULT_MAX_PARALLEL_RUNS,
+        request_poll_seconds: float = DEFAULT_REQUEST_POLL_SECONDS,
     ) -> None:
         self.ledger = ledger
         self.campaigns_dir = campaigns_dir.resolve()
@@ -384,6 +389,7 @@ class CampaignScheduler:
         self._heartbeat_seconds = heartbeat_seconds
         self._inbox_min_age = inbox_min_age_seconds
         self._max_parallel = max_parallel_runs
+        self._request_poll_seconds = request_poll_seconds
         self._scheduler: _Scheduler | None = None
 
     # -- APScheduler plumbing
@@ -466,12 +472,67 @@ class CampaignScheduler:
                 view.timezone,
                 view.next_run,
             )
+        desk = threading.Thread(target=self.serve_requests, name="desk-requests", daemon=True)
+        desk.start()
         try:
             self._scheduler.run_until(self.stop)
         finally:
             log.info("scheduler %s: stopping; waiting for runs in flight", self.owner)
+            desk.join()
             self.shutdown()
             log.info("scheduler %s: stopped", self.owner)
+
+    # -- runs started from the desk
+
+    def serve_requests(self) -> None:
+        """Take the desk's start requests (any replica may; one takes each) until stopped.
+
+        At most `max_parallel_runs` runs at once, with the scheduled ones' threads apart;
+        a request is taken only when a slot is free, so a busy replica leaves it to another.
+        """
+        slots = threading.BoundedSemaphore(self._max_parallel)
+        runs: list[threading.Thread] = []
+        while not self.stop.is_set():
+            if not slots.acquire(timeout=self._request_poll_seconds):
+                continue
+            try:
+                request = desk_store.take_request(self.ledger, self.owner)
+            except Exception as exc:  # the ledger blinked: look again next poll
+                log.warning("cannot read the desk's start requests: %s", exc)
+                request = None
+            if request is None:
+                slots.release()
+                self.stop.wait(self._request_poll_seconds)
+                continue
+
+            def run_request(request: desk_store.RequestView = request) -> None:
+                try:
+                    self.run_request(request)
+                finally:
+                    slots.release()
+
+            thread = threading.Thread(target=run_request, name=f"desk-run-{request.id}")
+            thread.start()
+            runs.append(thread)
+            runs = [t for t in runs if t.is_alive()]
+        for thread in runs:
+            thread.join()
+
+    def run_request(self, request: desk_store.RequestView) -> RunResult:
+        """One desk-started run; the request is closed with the run's result line."""
+        log.info(
+            "campaign %s: start requested by %s (request %s)",
+            request.campaign,
+            request.requested_by,
+            request.id,
+        )
+        result = RunResult(request.campaign, "failed")
+        try:
+            result = self.run(request.campaign, trigger="desk")
+        finally:
+            status = result.status if result.status in desk_store.FINISHED_REQUESTS else "failed"
+            desk_store.finish_request(self.ledger, request.id, status, result.line())
+        return result
 
     def run_now(self, campaign: str) -> RunResult:
         """`dialer schedule run-now`: one run in the foreground; SIGTERM/SIGINT drain it."""
@@ -588,7 +649,25 @@ class CampaignScheduler:
     # -- runs
 
     def load(self, campaign: str) -> CampaignConfig:
+        return self._source(campaign)[0]
+
+    def _source(self, campaign: str) -> tuple[CampaignConfig, bool]:
+        """The campaign's settings and whether they come from a file (else the ledger).
+
+        A campaign made on the desk has no file: its settings are on its ledger row and
+        its contacts are already in the ledger, so every replica can run it.
+        """
         path = self.campaigns_dir / f"{campaign}.yaml"
+        if not path.exists():
+            stored = desk_store.stored_config(self.ledger, campaign)
+            if stored:
+                try:
+                    return CampaignConfig.model_validate(stored), False
+                except ValidationError as exc:
+                    first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                    raise ScheduleError(
+                        f"campaign {campaign}: its stored settings do not validate ({first})"
+                    ) from None
         try:
             config = load_campaign(path)
         except CampaignFileError as exc:
@@ -600,7 +679,7 @@ class CampaignScheduler:
                 f"{path}: names its campaign {config.name!r}; rename the file or the campaign "
                 "so that they match"
             )
-        return config
+        return config, True
 
     def run(
         self, campaign: str, *, trigger: str = "manual", schedule_id: int | None = None
@@ -656,7 +735,16 @@ class CampaignScheduler:
         return result
 
     def _run_steps(self, result: RunResult, stop: threading.Event) -> None:
-        config = self.load(result.campaign)
+        config, from_file = self._source(result.campaign)
+        if from_file:
+            self._import_new(config, result)
+        if not stop.is_set():
+            line = self.dialer(config, self.ledger, stop)
+            result.dialer = line.removeprefix(f"campaign {config.name}: ")
+        result.workbook = self._write_workbook(config)
+
+    def _import_new(self, config: CampaignConfig, result: RunResult) -> None:
+        """Import what is new in the campaign file's sheets and its inbox."""
         for sheet in config.contacts:
             try:
                 # The source `dialer import` and `dialer run` record: the absolute path.
@@ -673,10 +761,6 @@ class CampaignScheduler:
         result.inbox_imported = len(picked.imported)
         result.inbox_failed = len(picked.failed)
         result.new_contacts += sum(added for _path, added in picked.imported)
-        if not stop.is_set():
-            line = self.dialer(config, self.ledger, stop)
-            result.dialer = line.removeprefix(f"campaign {config.name}: ")
-        result.workbook = self._write_workbook(config)
 
     def _import(self, config: CampaignConfig, sheet: Path, source: str) -> int:
         """Validate and import one sheet; returns how many contacts were new."""
