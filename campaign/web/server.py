@@ -10,8 +10,10 @@ lets runs in flight finish their calls before the process exits.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -59,6 +61,15 @@ def serve(
         scheduler.ledger.safe_url,
         "on" if runner else "off",
     )
+
+    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the
+    # handler that was there before it: ours, which drains the runner instead of dying.
+    def drain(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        scheduler.request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, drain)
     try:
         server.run()
     finally:
