@@ -19,8 +19,8 @@ from sqlalchemy import select
 from campaign.config import get_settings
 from campaign.dialer import dial_campaign
 from campaign.scheduler import CampaignScheduler
-from campaign.store import open_ledger
 from campaign.store import desk as desk_store
+from campaign.store import open_ledger
 from campaign.store.models import CampaignRun, RunRequest
 from campaign.web import actions, forms
 from campaign.web.actions import Desk
