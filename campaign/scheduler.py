@@ -18,6 +18,11 @@ misfire grace (one hour by default) in the past is skipped and logged, not run l
 So a scheduler down at 19:00 and back at 19:20 runs once; one back the next morning
 skips the missed run, logs it and records it as `missed`.
 
+Runs started from the desk (`dialer serve`) take the same path: `serve_requests` takes a
+start request from the ledger (one replica per request), and the run holds the same lock;
+a campaign made on the desk has no file, so its settings come from its ledger row and its
+contacts are already imported.
+
 Stopping: SIGTERM or SIGINT stops the scheduler from firing anything new; runs in
 flight stop claiming contacts, their calls finish and are recorded, then the process
 exits 0. See `docs/scheduling.md`.

@@ -186,7 +186,7 @@ def attempts_page(
             Attempt.claimed_at,
             Attempt.answered_at,
             Attempt.ended_at,
-            CallRecord.transcript.is_not(None),
+            CallRecord.transcript,
         )
         .join(Contact, Contact.id == Attempt.contact_id)
         .outerjoin(CallRecord, CallRecord.attempt_id == Attempt.id)
@@ -210,7 +210,7 @@ def attempts_page(
                 r[8],
                 r[9],
                 r[10],
-                bool(r[11]),
+                bool(r[11]),  # None, or [] when nobody spoke
             )
             for r in s.execute(query)
         ]

@@ -108,7 +108,9 @@ def _secure(request: Request) -> bool:
 
 @router.get("/login")
 def login_page(request: Request, error: str | None = None) -> HTMLResponse:
-    token = new_login_token()
+    # Reused while it lasts: a second sign-in page (another tab, a favicon redirect) must not
+    # make the first one's form stale.
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or new_login_token()
     response = render(request, "login.html", login_csrf=token, error=error)
     response.set_cookie(
         LOGIN_CSRF_COOKIE,

@@ -143,7 +143,9 @@ class Gate:
 
         if principal is None and not is_public(path):
             response: Response
-            if wants_json(scope) or Headers(scope=scope).get("authorization"):
+            headers = Headers(scope=scope)
+            navigation = "text/html" in headers.get("accept", "")
+            if wants_json(scope) or headers.get("authorization") or not navigation:
                 response = JSONResponse(
                     {"detail": "sign in first: a session cookie or an Authorization: Bearer token"},
                     status_code=401,

@@ -26,6 +26,7 @@ class CampaignLine:
     answered: int
     dials: int
     in_flight: int
+    remaining: int
     next_due: datetime | None
     running: bool
     requested: bool
@@ -49,6 +50,7 @@ class CampaignLine:
             "dials": self.dials,
             "answer_rate": None if self.answer_rate is None else round(self.answer_rate, 4),
             "in_flight": self.in_flight,
+            "remaining": self.remaining,
             "next_due": iso(self.next_due),
             "running": self.running,
             "start_requested": self.requested,
@@ -70,6 +72,7 @@ def line_of(summary: CampaignSummary, *, running: bool, requested: bool) -> Camp
         answered=summary.outcomes.get(Outcome.ANSWERED.value, 0),
         dials=summary.dials,
         in_flight=summary.in_flight,
+        remaining=summary.remaining,
         next_due=summary.next_attempt_at,
         running=running,
         requested=requested,

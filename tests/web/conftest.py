@@ -52,6 +52,7 @@ class Client(requests.Session):
         super().__init__()
         self.base = base
         self.csrf = ""
+        self.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"  # as a browser
 
     def request(
         self, method: str | bytes, url: str | bytes, *a: object, **kw: object
