@@ -14,10 +14,11 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple, Unpack
 
 from campaign import dialer, preflight
 from campaign.call import CallError, check_number, place_test_call, resolve_config
@@ -158,6 +159,25 @@ def write_workbook(desk: Desk, name: str) -> Path:
 # --------------------------------------------------------------------------- test calls
 
 
+_Ts = TypeVarTuple("_Ts")
+
+
+class _ThreadLoop(asyncio.SelectorEventLoop):
+    """An event loop for a worker thread: signals belong to the main thread (uvicorn's).
+
+    `place_test_call` binds Ctrl-C to "hang up" for the terminal; on the desk there is
+    no terminal, and `add_signal_handler` would fail outside the main thread.
+    """
+
+    def add_signal_handler(
+        self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts
+    ) -> None:
+        return None
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        return False
+
+
 @dataclass(frozen=True)
 class TestCall:
     masked: str
@@ -178,9 +198,10 @@ def test_call(desk: Desk, name: str, number: str, callee: str | None) -> TestCal
 
     def place() -> None:
         try:
-            report = asyncio.run(
-                place_test_call(config, desk.ledger, desk.settings, number, name=callee)
-            )
+            with asyncio.Runner(loop_factory=_ThreadLoop) as runner:
+                report = runner.run(
+                    place_test_call(config, desk.ledger, desk.settings, number, name=callee)
+                )
             log.info("test call to %s: %s", report.masked, report.result.outcome)
         except Exception:
             log.exception("test call to %s failed", mask_number(e164))

@@ -225,6 +225,18 @@ def test_the_desk_in_a_browser(
         shot(driver, "attempt")
         no_dialog(driver)
 
+        # A test call from the campaign page, as `dialer call`: it shows in the attempts.
+        driver.get(f"{base}/campaigns/desk-demo")
+        fill(driver, {"number": phones.number_for(Behaviour.BUSY, 7), "callee": "Tess Call"})
+        driver.find_element(By.XPATH, "//button[starts-with(normalize-space(), 'Call it')]").click()
+        page_has(driver, "Test call to +1212***")
+
+        def test_call_done() -> bool:
+            driver.get(f"{base}/campaigns/desk-demo?outcome=busy")
+            return "Tess Call" in driver.find_element(By.ID, "attempts").text
+
+        wait_until("the test call to end busy", 120, test_call_done)
+
         driver.get(f"{base}/campaigns/desk-demo")
         driver.find_element(By.ID, "workbook").click()
         downloads = tmp_path / "downloads"
@@ -251,7 +263,8 @@ def test_the_desk_in_a_browser(
             .where(Attempt.dial_started_at.is_not(None))
             .group_by(Attempt.contact_id)
         ).all()
-    assert len(per_contact) == 9 and all(n == 1 for _, n in per_contact)  # one dial each
+    # one dial each, and the test call's contact (kept apart from the campaign's)
+    assert len(per_contact) == 10 and all(n == 1 for _, n in per_contact)
     ledger.dispose()
 
 
