@@ -168,6 +168,8 @@ def form_to_mapping(form: Mapping[str, str]) -> dict[str, Any]:
             _set(data, name, [item.strip() for item in value.split(",") if item.strip()])
         elif name.startswith("retry.") and name.endswith(".delay") and value.lower() == "never":
             _set(data, name.removesuffix(".delay"), "never")
+        elif FIELDS[name].kind == "number":
+            _set(data, name, _number(value))
         else:
             _set(data, name, value)
     retry = data.get("retry", {})
@@ -176,6 +178,17 @@ def form_to_mapping(form: Mapping[str, str]) -> dict[str, Any]:
         if isinstance(rule, dict) and "delay" not in rule:
             raise FormErrors({f"retry.{outcome}.delay": "give a delay with the backoff"})
     return data
+
+
+def _number(text: str) -> int | float | str:
+    """A number input's value as YAML would read it; anything else goes to the model as is
+    (and comes back with its message)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
 def mapping_to_form(config: Mapping[str, Any]) -> dict[str, str]:
