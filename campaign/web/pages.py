@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 
 from campaign import dialer
 from campaign.contacts import SheetError
+from campaign.contract import Script
 from campaign.report import ReportError
 from campaign.scheduler import ScheduleError
 from campaign.store import desk as desk_store
@@ -218,7 +219,8 @@ def _preview_context(
 
 
 def _script_texts(values: dict[str, str]) -> list[str | None]:
-    defaults = forms.validate({"name": "x"}).agent_script
+    """The texts the agent will say, as the form stands (the defaults where it is empty)."""
+    defaults = Script()
     return [
         values.get("script.greeting") or defaults.greeting,
         values.get("script.question") or defaults.question,

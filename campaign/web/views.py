@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from campaign import dialer
 from campaign.outcomes import FINAL_CONTACT_STATUSES, Outcome
-from campaign.store import Ledger
+from campaign.store import Ledger, schedules
 from campaign.store import desk as desk_store
 from campaign.store import imports as import_store
 from campaign.store.dialing import CampaignSummary
@@ -80,8 +80,6 @@ def line_of(summary: CampaignSummary, *, running: bool, requested: bool) -> Camp
 
 
 def campaign_line(ledger: Ledger, name: str) -> CampaignLine:
-    from campaign.store import schedules
-
     summary = dialer.status(ledger, name)
     requests = desk_store.requests_of(ledger, name, limit=1)
     requested = bool(requests and requests[0].status == "pending")

@@ -61,6 +61,20 @@ def test_users_tokens_and_serve(tmp_path: Path) -> None:
         auth = {"Authorization": f"Bearer {token}"}
         assert requests.get(f"{base}/api/campaigns", headers=auth, timeout=10).json() == []
         assert requests.get(f"{base}/api/campaigns", timeout=10).status_code == 401
+        # Behind an HTTPS proxy (on loopback, trusted by default) the cookies are Secure.
+        proxied = {"X-Forwarded-Proto": "https"}
+        page = requests.get(f"{base}/login", headers=proxied, timeout=10)
+        assert "Secure" in page.headers["set-cookie"]
+        login_token = page.cookies["desk_login_csrf"]
+        signed_in = requests.post(
+            f"{base}/login",
+            data={"name": "olga", "password": "pw-long-enough", "login_csrf": login_token},
+            headers={**proxied, "Cookie": f"desk_login_csrf={login_token}"},
+            allow_redirects=False, timeout=10,
+        )  # fmt: skip
+        assert signed_in.status_code == 303
+        assert "Secure" in signed_in.headers["set-cookie"]
+        assert "HttpOnly" in signed_in.headers["set-cookie"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()
     finally:
