@@ -15,12 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from campaign.store.db import Ledger
 from campaign.store.models import (
     Attempt,
     CallRecord,
     Campaign,
+    CampaignRun,
     Contact,
     DeskUpload,
     DncEntry,
@@ -29,6 +31,9 @@ from campaign.store.models import (
     utcnow,
 )
 
+#: a taken request with no live run lock for this long has lost its runner (the run lock's
+#: own lease is 2 minutes; taking a request and locking the run are seconds apart)
+TAKEN_TTL = timedelta(minutes=3)
 #: request statuses that still wait for, or hold, a runner
 OPEN_REQUESTS = ("pending", "taken")
 FINISHED_REQUESTS = frozenset({"done", "failed", "skipped", "withdrawn", "interrupted", "lost"})
@@ -59,8 +64,11 @@ def _view(row: RunRequest) -> RequestView:
     )
 
 
-def request_run(ledger: Ledger, campaign: str, requested_by: str) -> tuple[RequestView, bool]:
-    """Ask for a run of the campaign; (the request, True when new). An open one is reused."""
+def request_run(
+    ledger: Ledger, campaign: str, requested_by: str, *, taken_ttl: timedelta = TAKEN_TTL
+) -> tuple[RequestView, bool]:
+    """Ask for a run of the campaign; (the request, True when new). An open one is reused,
+    unless it was taken by a runner that no longer holds the campaign's run lock."""
     with ledger.session() as s:
         if s.get_bind().dialect.name == "sqlite":
             s.connection().exec_driver_sql("BEGIN IMMEDIATE")
@@ -72,12 +80,33 @@ def request_run(ledger: Ledger, campaign: str, requested_by: str) -> tuple[Reque
             .order_by(RunRequest.id)
             .limit(1)
         )
-        if open_row is not None:
+        if open_row is not None and not _abandoned(s, open_row, taken_ttl):
             return _view(open_row), False
+        if open_row is not None:
+            # Its runner stopped (crashed, lost the ledger) without closing it: a lease, not
+            # a promise. The new request is run by whichever replica takes it.
+            open_row.status = "lost"
+            open_row.finished_at = utcnow()
+            open_row.summary = f"its runner {open_row.taken_by} stopped before finishing"
         row = RunRequest(campaign=campaign, requested_by=requested_by, status="pending")
         s.add(row)
         s.flush()
         return _view(row), True
+
+
+def _abandoned(s: Session, row: RunRequest, taken_ttl: timedelta) -> bool:
+    """A taken request whose runner holds no live run lock and took it long ago."""
+    if row.status != "taken" or row.taken_at is None:
+        return False
+    now = utcnow()
+    live_run = s.scalar(
+        select(CampaignRun.id).where(
+            CampaignRun.campaign == row.campaign,
+            CampaignRun.finished_at.is_(None),
+            CampaignRun.expires_at > now,
+        )
+    )
+    return live_run is None and row.taken_at < now - taken_ttl
 
 
 def take_request(ledger: Ledger, owner: str) -> RequestView | None:
@@ -290,47 +319,44 @@ def attempt_detail(ledger: Ledger, campaign_id: int, attempt_id: int) -> Attempt
         )
 
 
-@dataclass
-class ChartData:
-    """What the campaign page draws: outcomes, attempts by local hour, turn latencies."""
-
-    outcomes: Counter[str]
-    #: (UTC dial time, the contact's zones, outcome) of every dialed attempt
-    dials: list[tuple[datetime, list[str], str | None]]
-    latencies: list[float]
+def _real_attempts(campaign_id: int) -> Any:
+    return (Attempt.campaign_id == campaign_id) & Attempt.is_test.is_(False)
 
 
-def chart_data(ledger: Ledger, campaign_id: int) -> ChartData:
-    real = (Attempt.campaign_id == campaign_id) & Attempt.is_test.is_(False)
+def outcome_counts(ledger: Ledger, campaign_id: int) -> Counter[str]:
+    """Attempts by outcome (test calls left out), for the outcomes chart."""
     with ledger.session() as s:
-        outcomes: Counter[str] = Counter(
-            {
-                str(outcome): int(n)
-                for outcome, n in s.execute(
-                    select(Attempt.outcome, func.count())
-                    .where(real, Attempt.outcome.is_not(None))
-                    .group_by(Attempt.outcome)
-                )
-            }
+        rows = s.execute(
+            select(Attempt.outcome, func.count())
+            .where(_real_attempts(campaign_id), Attempt.outcome.is_not(None))
+            .group_by(Attempt.outcome)
         )
-        dials = [
-            (at, list(zones or []), outcome)
-            for at, zones, outcome in s.execute(
-                select(Attempt.dial_started_at, Contact.timezones, Attempt.outcome)
-                .join(Contact, Contact.id == Attempt.contact_id)
-                .where(real, Attempt.dial_started_at.is_not(None))
-            )
-        ]
-        latencies = [
+        return Counter({str(outcome): int(n) for outcome, n in rows})
+
+
+def dial_times(ledger: Ledger, campaign_id: int) -> list[tuple[datetime, list[str], str | None]]:
+    """(UTC dial time, the contact's zones, outcome) of every dialed attempt."""
+    with ledger.session() as s:
+        rows = s.execute(
+            select(Attempt.dial_started_at, Contact.timezones, Attempt.outcome)
+            .join(Contact, Contact.id == Attempt.contact_id)
+            .where(_real_attempts(campaign_id), Attempt.dial_started_at.is_not(None))
+        )
+        return [(at, list(zones or []), outcome) for at, zones, outcome in rows]
+
+
+def turn_latencies(ledger: Ledger, campaign_id: int) -> list[float]:
+    """Every measured per-turn latency of the campaign's calls (seconds)."""
+    with ledger.session() as s:
+        return [
             float(v or 0.0)  # NULLs are filtered out below
             for v in s.scalars(
                 select(Turn.total_latency)
                 .join(CallRecord, CallRecord.id == Turn.call_id)
                 .join(Attempt, Attempt.id == CallRecord.attempt_id)
-                .where(real, Turn.total_latency.is_not(None))
+                .where(_real_attempts(campaign_id), Turn.total_latency.is_not(None))
             )
         ]
-    return ChartData(outcomes, dials, latencies)
 
 
 def campaign_ids(ledger: Ledger) -> dict[str, int]:

@@ -375,14 +375,14 @@ def campaign_page(
 @router.get("/campaigns/{name}/charts/{kind}.svg")
 def chart(name: str, kind: str, desk: DeskDep, _user: User) -> Response:
     campaign_id = _campaign_or_404(desk, name)
-    data = desk_store.chart_data(desk.ledger, campaign_id)
-    config = desk_store.stored_config(desk.ledger, name) or {}
     if kind == "outcomes":
-        svg = charts.outcomes_chart(data.outcomes)
+        svg = charts.outcomes_chart(desk_store.outcome_counts(desk.ledger, campaign_id))
     elif kind == "hours":
-        svg = charts.hours_chart(data.dials, str(config.get("time_zone") or "UTC"))
+        config = desk_store.stored_config(desk.ledger, name) or {}
+        dials = desk_store.dial_times(desk.ledger, campaign_id)
+        svg = charts.hours_chart(dials, str(config.get("time_zone") or "UTC"))
     elif kind == "latency":
-        svg = charts.latency_chart(data.latencies)
+        svg = charts.latency_chart(desk_store.turn_latencies(desk.ledger, campaign_id))
     else:
         raise HTTPException(404, f"no chart {kind!r}")
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})

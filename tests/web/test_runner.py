@@ -119,3 +119,37 @@ def test_a_start_while_another_run_holds_the_lock_is_skipped(
     assert row.status == "skipped"
     assert "elsewhere" in (row.summary or "")
     runner.ledger.dispose()
+
+
+def test_a_start_taken_by_a_runner_that_died_is_not_waited_for(
+    pg_ledger_url: str, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from campaign.store import utcnow
+
+    runner = replica(pg_ledger_url, tmp_path, 1)
+    desk = Desk(runner.ledger, get_settings(), runner)
+    actions.save_campaign(desk, {"name": "orphan", "agent_name": "a"}, create=True)
+    actions.import_into(
+        desk, "orphan", rows_sheet([{"Phone": "+12127360101"}], "crm"), phone_column=None
+    )
+    first, _ = actions.start(desk, "orphan", "olga")
+    taken = desk_store.take_request(runner.ledger, "dead-host:1:abc")  # then the host dies
+    assert taken is not None and taken.id == first.id
+
+    again, new = actions.start(desk, "orphan", "olga")
+    assert (again.id, new) == (first.id, False)  # just taken: its run may be starting
+
+    with runner.ledger.session() as s:  # long ago, and no run lock was ever taken
+        s.execute(
+            update(RunRequest).values(taken_at=utcnow() - desk_store.TAKEN_TTL - timedelta(1))
+        )
+    fresh, new = actions.start(desk, "orphan", "olga")
+    assert new and fresh.id != first.id
+    (old,) = [r for r in desk_store.requests_of(runner.ledger, "orphan") if r.id == first.id]
+    assert old.status == "lost"
+    assert "dead-host" in (old.summary or "")
+    runner.ledger.dispose()
