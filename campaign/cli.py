@@ -11,7 +11,6 @@ import csv
 import functools
 import json
 import logging
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ from campaign.contacts import (
 from campaign.live_view import status_table
 from campaign.report import ReportError, write_report
 from campaign.scheduler import RunResult, ScheduleError, ScheduleView, campaign_scheduler
-from campaign.store import Ledger, LedgerError, open_ledger, users
+from campaign.store import Ledger, LedgerError, open_ledger
 from campaign.store import imports as store
 
 app = typer.Typer(
@@ -543,6 +542,7 @@ def scheduler_(campaigns_dir: CampaignsDirOption = Path("campaigns"), db: DbOpti
 
 
 # --------------------------------------------------------------------------- the desk
+# (imported where used: the desk's modules load FastAPI and argon2, which nothing else needs)
 
 user_app = typer.Typer(help="Users of the desk (`dialer serve`) and the HTTP API.")
 app.add_typer(user_app, name="user", no_args_is_help=True)
@@ -579,31 +579,30 @@ def serve(
 def user_add(
     name: Annotated[str, typer.Argument(help="The sign-in name.", show_default=False)],
     role: Annotated[
-        users.Role, typer.Option("--role", help="operator: runs campaigns; viewer: reads.")
-    ] = users.Role.VIEWER,
+        str, typer.Option("--role", help="operator (runs campaigns) or viewer (reads).")
+    ] = "viewer",
     password: Annotated[
-        str | None,
-        typer.Option("--password", help="Default: asked for (or read from DESK_PASSWORD)."),
+        str | None, typer.Option("--password", help="Default: asked for, twice, unechoed.")
     ] = None,
     db: DbOption = None,
 ) -> None:
     """Add a user of the desk; the password is stored as an argon2 hash."""
-    secret = (
-        password
-        or os.environ.get("DESK_PASSWORD")
-        or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    )
+    from campaign.store import users
+
+    secret = password or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         users.add_user(_ledger(db), name, secret, role)
     except users.UserError as exc:
         fail(str(exc))
-    out.print(f"User {name} added ({role.value}).")
+    out.print(f"User {name} added ({role}).")
 
 
 @user_app.command("list")
 @friendly_errors
 def user_list(db: DbOption = None) -> None:
     """Show the desk's users and their roles."""
+    from campaign.store import users
+
     found = users.list_users(_ledger(db))
     if not found:
         out.print("No users. Add one with: dialer user add NAME --role operator")
@@ -622,6 +621,8 @@ def token_create(
     db: DbOption = None,
 ) -> None:
     """Create an API token; it is printed once and only its hash is kept."""
+    from campaign.store import users
+
     try:
         token = users.create_token(_ledger(db), user, label)
     except users.UserError as exc:
@@ -637,6 +638,8 @@ def token_revoke(
     db: DbOption = None,
 ) -> None:
     """Delete every API token of a user."""
+    from campaign.store import users
+
     try:
         removed = users.revoke_tokens(_ledger(db), user)
     except users.UserError as exc:

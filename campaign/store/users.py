@@ -71,8 +71,10 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def add_user(ledger: Ledger, name: str, password: str, role: Role) -> int:
+def add_user(ledger: Ledger, name: str, password: str, role: Role | str) -> int:
     """Create a user; the password is hashed here and never stored."""
+    if role not in tuple(Role):
+        raise UserError(f"role {role!r}: use {' or '.join(Role)}")
     if not _NAME.match(name):
         raise UserError(
             f"user name {name!r}: use letters, digits and _.@- (at most 100, starting with one"

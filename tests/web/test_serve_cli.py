@@ -84,3 +84,14 @@ def test_users_tokens_and_serve(tmp_path: Path) -> None:
     output = (tmp_path / "serve.log").read_text()
     assert token not in output
     assert "pw-long-enough" not in output
+
+
+def test_an_unknown_role_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    wrong = dialer("user", "add", "olga", "--role", "admin", "--password", "pw-long-enough",
+                   env=env, cwd=tmp_path)  # fmt: skip
+    assert wrong.returncode == 1
+    assert "role 'admin': use operator or viewer" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    listed = dialer("user", "list", env=env, cwd=tmp_path)
+    assert "No users" in listed.stdout
