@@ -193,6 +193,7 @@ class AttemptLine:
     answered_at: datetime | None
     ended_at: datetime | None
     has_transcript: bool
+    is_test: bool = False  #: a test call (`dialer call`, the desk's test call)
 
 
 def attempts_page(
@@ -216,6 +217,7 @@ def attempts_page(
             Attempt.answered_at,
             Attempt.ended_at,
             CallRecord.transcript,
+            Attempt.is_test,
         )
         .join(Contact, Contact.id == Attempt.contact_id)
         .outerjoin(CallRecord, CallRecord.attempt_id == Attempt.id)
@@ -240,6 +242,7 @@ def attempts_page(
                 r[9],
                 r[10],
                 bool(r[11]),  # None, or [] when nobody spoke
+                bool(r[12]),
             )
             for r in s.execute(query)
         ]
@@ -290,6 +293,7 @@ def attempt_detail(ledger: Ledger, campaign_id: int, attempt_id: int) -> Attempt
             attempt.answered_at,
             attempt.ended_at,
             bool(call and call.transcript),
+            attempt.is_test,
         )
         turns = [
             TurnLine(

@@ -276,6 +276,7 @@ def attempt_json(line: desk_store.AttemptLine) -> dict[str, Any]:
         "answered_at": views.iso(line.answered_at),
         "ended_at": views.iso(line.ended_at),
         "has_transcript": line.has_transcript,
+        "is_test": line.is_test,
     }
 
 

@@ -233,7 +233,8 @@ def test_the_desk_in_a_browser(
 
         def test_call_done() -> bool:
             driver.get(f"{base}/campaigns/desk-demo?outcome=busy")
-            return "Tess Call" in driver.find_element(By.ID, "attempts").text
+            rows = driver.find_element(By.ID, "attempts").text
+            return "Tess Call" in rows and "test call" in rows
 
         wait_until("the test call to end busy", 120, test_call_done)
 
