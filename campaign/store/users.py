@@ -131,8 +131,14 @@ def recent_failures(ledger: Ledger, name: str, window: timedelta) -> int:
         )
 
 
-def check_password(ledger: Ledger, name: str, password: str) -> Principal | None:
-    """The user when the password matches; otherwise the failure is recorded and None."""
+def check_password(
+    ledger: Ledger, name: str, password: str, *, also_count: str | None = None
+) -> Principal | None:
+    """The user when the password matches; otherwise the failure is recorded and None.
+
+    The failure counts against the name and, when given, a second key (the caller's
+    address, `ip:ADDR`), so that guessing one password across many names is limited too.
+    """
     with ledger.session() as s:
         user = s.scalar(select(User).where(User.name == name))
         snapshot = (user.id, user.name, user.role, user.password_hash) if user else None
@@ -144,6 +150,8 @@ def check_password(ledger: Ledger, name: str, password: str) -> Principal | None
     if snapshot is None or not ok:
         with ledger.session() as s:
             s.add(LoginFailure(name=name.casefold()[:100]))
+            if also_count:
+                s.add(LoginFailure(name=also_count.casefold()[:100]))
             # Old failures no longer count; keep the table small.
             s.execute(delete(LoginFailure).where(LoginFailure.at < utcnow() - timedelta(days=1)))
         return None

@@ -47,6 +47,9 @@ DeskDep = Annotated[Desk, Depends(api.desk_of)]
 FLASH_COOKIE = "desk_flash"
 PER_PAGE = 25
 LOGIN_WINDOW = timedelta(minutes=15)
+#: failed sign-ins from one address, across names, allowed per window: this many times
+#: DESK_LOGIN_ATTEMPTS (an office behind one NAT shares an address)
+ADDRESS_FACTOR = 4
 _ERRORS = (DeskError, forms.FormErrors, SheetError, ScheduleError, ReportError, *dialer.USER_ERRORS)
 
 _env = Environment(
@@ -135,15 +138,20 @@ def login(
     if not login_token_matches(request, login_csrf):
         raise HTTPException(403, "the sign-in form is stale; reload the page")
     limit = desk.settings.desk_login_attempts
-    if user_store.recent_failures(desk.ledger, name, LOGIN_WINDOW) >= limit:
+    address = f"ip:{request.client.host}" if request.client else None
+    too_many = user_store.recent_failures(desk.ledger, name, LOGIN_WINDOW) >= limit or (
+        address is not None
+        and user_store.recent_failures(desk.ledger, address, LOGIN_WINDOW) >= limit * ADDRESS_FACTOR
+    )
+    if too_many:
         return render(
             request,
             "login.html",
             status=429,
             login_csrf=login_csrf,
-            error="Too many failed sign-ins for this name; wait 15 minutes.",
+            error="Too many failed sign-ins; wait 15 minutes.",
         )
-    principal = user_store.check_password(desk.ledger, name, password)
+    principal = user_store.check_password(desk.ledger, name, password, also_count=address)
     if principal is None:
         return render(
             request,

@@ -130,6 +130,13 @@ def test_sign_ins_are_rate_limited_per_name(desk: RunningDesk) -> None:
     assert desk.client().login("victor").status_code == 303  # other names are not locked
 
 
+def test_guessing_across_many_names_is_rate_limited_per_address(desk: RunningDesk) -> None:
+    client = desk.client()
+    for i in range(12):  # 4 x DESK_LOGIN_ATTEMPTS, each name under its own limit
+        assert client.login(f"guess{i % 6}", "password1").status_code == 401
+    assert desk.client().login("victor").status_code == 429  # same address
+
+
 def test_an_oversized_upload_gets_413(desk: RunningDesk) -> None:
     olga = desk.client("olga")
     big = b"Name,Phone\n" + b"Somebody,+12127360101\n" * int(MAX_UPLOAD_MB * 1_000_000 / 20)
