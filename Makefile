@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 system: $(STAMP)
 	$(PY) -m devstack install
 
-## What only the tests need: PostgreSQL (ledger tests) and LibreOffice (workbook check)
+## What only the tests need: PostgreSQL (ledger tests), LibreOffice (workbook check),
+## Chromium and its WebDriver (the desk's browser tests)
 testdeps:
-	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! command -v libreoffice >/dev/null; then \
-		echo "installing postgresql and libreoffice-calc from Debian..."; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql libreoffice-calc-nogui >/dev/null; \
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! command -v libreoffice >/dev/null \
+		|| ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing postgresql, libreoffice-calc, chromium and chromium-driver from Debian..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
+			libreoffice-calc-nogui chromium chromium-driver >/dev/null; \
 	fi
 
 setup: $(STAMP) system

@@ -548,6 +548,103 @@ def scheduler_(campaigns_dir: CampaignsDirOption = Path("campaigns"), db: DbOpti
     campaign_scheduler(get_settings(), database_url=db, campaigns_dir=campaigns_dir).serve()
 
 
+# --------------------------------------------------------------------------- the desk
+# (imported where used: the desk's modules load FastAPI and argon2, which nothing else needs)
+
+user_app = typer.Typer(help="Users of the desk (`dialer serve`) and the HTTP API.")
+app.add_typer(user_app, name="user", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (`Authorization: Bearer ...`), with their user's role.")
+app.add_typer(token_app, name="token", no_args_is_help=True)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Default: DESK_HOST.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default: DESK_PORT.")] = None,
+    no_runner: Annotated[
+        bool, typer.Option("--no-runner", help="Serve pages and API only; dial nothing.")
+    ] = False,
+    campaigns_dir: CampaignsDirOption = Path("campaigns"),
+    db: DbOption = None,
+) -> None:
+    """The desk: web pages, the HTTP API, and the runner for scheduled and started campaigns."""
+    from campaign.web.server import serve as serve_desk
+
+    serve_desk(
+        get_settings(),
+        database_url=db,
+        campaigns_dir=campaigns_dir,
+        host=host,
+        port=port,
+        runner=not no_runner,
+    )
+
+
+@user_app.command("add")
+@friendly_errors
+def user_add(
+    name: Annotated[str, typer.Argument(help="The sign-in name.", show_default=False)],
+    role: Annotated[
+        str, typer.Option("--role", help="operator (runs campaigns) or viewer (reads).")
+    ] = "viewer",
+    password: Annotated[
+        str | None, typer.Option("--password", help="Default: asked for, twice, unechoed.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Add a user of the desk; the password is stored as an argon2 hash."""
+    from campaign.store import users
+
+    secret = password or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    users.add_user(_ledger(db), name, secret, role)
+    out.print(f"User {name} added ({role}).")
+
+
+@user_app.command("list")
+@friendly_errors
+def user_list(db: DbOption = None) -> None:
+    """Show the desk's users and their roles."""
+    from campaign.store import users
+
+    found = users.list_users(_ledger(db))
+    if not found:
+        out.print("No users. Add one with: dialer user add NAME --role operator")
+        return
+    table = Table("User", "Role", "Added")
+    for name, role, created in found:
+        table.add_row(name, role.value, f"{created.astimezone():%Y-%m-%d %H:%M}")
+    out.print(table)
+
+
+@token_app.command("create")
+@friendly_errors
+def token_create(
+    user: Annotated[str, typer.Option("--user", help="Whose token (it has their role).")],
+    label: Annotated[str, typer.Option("--label", help="What it is for (e.g. crm).")] = "",
+    db: DbOption = None,
+) -> None:
+    """Create an API token; it is printed once and only its hash is kept."""
+    from campaign.store import users
+
+    token = users.create_token(_ledger(db), user, label)
+    typer.echo(token)
+    err.print("Keep it now: it is not shown again. Send it as `Authorization: Bearer <token>`.")
+
+
+@token_app.command("revoke")
+@friendly_errors
+def token_revoke(
+    user: Annotated[str, typer.Option("--user", help="Whose tokens to delete.")],
+    db: DbOption = None,
+) -> None:
+    """Delete every API token of a user."""
+    from campaign.store import users
+
+    removed = users.revoke_tokens(_ledger(db), user)
+    out.print(f"Revoked {removed} token(s) of {user}.")
+
+
 # --------------------------------------------------------------------------- entry point
 
 

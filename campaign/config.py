@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     deepgram_model: str = Field(default="nova-3", alias="DEEPGRAM_MODEL")
     cartesia_voice: str | None = Field(default=None, alias="CARTESIA_VOICE")
 
+    # The desk (`dialer serve`): where it listens, what it accepts, how long a sign-in lasts.
+    desk_host: str = Field(default="127.0.0.1", alias="DESK_HOST")
+    desk_port: int = Field(default=8700, ge=0, le=65535, alias="DESK_PORT")
+    desk_max_upload_mb: float = Field(default=20.0, gt=0, alias="DESK_MAX_UPLOAD_MB")
+    desk_session_hours: float = Field(default=12.0, gt=0, alias="DESK_SESSION_HOURS")
+    # Failed sign-ins per user name in 15 minutes before further tries are refused (429).
+    desk_login_attempts: int = Field(default=5, ge=1, alias="DESK_LOGIN_ATTEMPTS")
+    # Proxies whose X-Forwarded-Proto/For are believed (HTTPS termination: Secure cookies).
+    desk_trusted_proxies: str = Field(default="127.0.0.1", alias="DESK_TRUSTED_PROXIES")
+
     @field_validator("livekit_url")
     @classmethod
     def _url_scheme(cls, value: str) -> str:

@@ -18,6 +18,11 @@ misfire grace (one hour by default) in the past is skipped and logged, not run l
 So a scheduler down at 19:00 and back at 19:20 runs once; one back the next morning
 skips the missed run, logs it and records it as `missed`.
 
+Runs started from the desk (`dialer serve`) take the same path: `serve_requests` takes a
+start request from the ledger (one replica per request), and the run holds the same lock;
+a campaign made on the desk has no file, so its settings come from its ledger row and its
+contacts are already imported.
+
 Stopping: SIGTERM or SIGINT stops the scheduler from firing anything new; runs in
 flight stop claiming contacts, their calls finish and are recorded, then the process
 exits 0. See `docs/scheduling.md`.
@@ -47,6 +52,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
+from pydantic import ValidationError
 
 from campaign.campaign_file import (
     CampaignConfig,
@@ -62,6 +68,7 @@ from campaign.errors import UserError
 from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxPaths, pick_up
 from campaign.report import default_report_path, write_report
 from campaign.store import Ledger, open_ledger
+from campaign.store import desk as desk_store
 from campaign.store import schedules as store
 from campaign.store.db import LEDGER_FAULTS
 from campaign.store.imports import import_contacts
@@ -83,6 +90,8 @@ DEFAULT_LEASE_TTL = timedelta(minutes=2)
 DEFAULT_HEARTBEAT_SECONDS = 20.0
 #: Campaigns of different names may run side by side, at most this many at once.
 DEFAULT_MAX_PARALLEL_RUNS = 4
+#: How often an idle runner looks for a start pressed on the desk.
+DEFAULT_REQUEST_POLL_SECONDS = 2.0
 
 #: the longest crontab the ledger keeps
 MAX_CRON = 100
@@ -382,6 +391,7 @@ class CampaignScheduler:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         inbox_min_age_seconds: float = DEFAULT_MIN_AGE_SECONDS,
         max_parallel_runs: int = DEFAULT_MAX_PARALLEL_RUNS,
+        request_poll_seconds: float = DEFAULT_REQUEST_POLL_SECONDS,
     ) -> None:
         self.ledger = ledger
         self.campaigns_dir = campaigns_dir.resolve()
@@ -395,6 +405,7 @@ class CampaignScheduler:
         self._heartbeat_seconds = heartbeat_seconds
         self._inbox_min_age = inbox_min_age_seconds
         self._max_parallel = max_parallel_runs
+        self._request_poll_seconds = request_poll_seconds
         self._scheduler: _Scheduler | None = None
 
     # -- APScheduler plumbing
@@ -477,12 +488,67 @@ class CampaignScheduler:
                 view.timezone,
                 view.next_run,
             )
+        desk = threading.Thread(target=self.serve_requests, name="desk-requests", daemon=True)
+        desk.start()
         try:
             self._scheduler.run_until(self.stop)
         finally:
             log.info("scheduler %s: stopping; waiting for runs in flight", self.owner)
+            desk.join()
             self.shutdown()
             log.info("scheduler %s: stopped", self.owner)
+
+    # -- runs started from the desk
+
+    def serve_requests(self) -> None:
+        """Take the desk's start requests (any replica may; one takes each) until stopped.
+
+        At most `max_parallel_runs` runs at once, with the scheduled ones' threads apart;
+        a request is taken only when a slot is free, so a busy replica leaves it to another.
+        """
+        slots = threading.BoundedSemaphore(self._max_parallel)
+        runs: list[threading.Thread] = []
+        while not self.stop.is_set():
+            if not slots.acquire(timeout=self._request_poll_seconds):
+                continue
+            try:
+                request = desk_store.take_request(self.ledger, self.owner)
+            except Exception as exc:  # the ledger blinked: look again next poll
+                log.warning("cannot read the desk's start requests: %s", exc)
+                request = None
+            if request is None:
+                slots.release()
+                self.stop.wait(self._request_poll_seconds)
+                continue
+
+            def run_request(request: desk_store.RequestView = request) -> None:
+                try:
+                    self.run_request(request)
+                finally:
+                    slots.release()
+
+            thread = threading.Thread(target=run_request, name=f"desk-run-{request.id}")
+            thread.start()
+            runs.append(thread)
+            runs = [t for t in runs if t.is_alive()]
+        for thread in runs:
+            thread.join()
+
+    def run_request(self, request: desk_store.RequestView) -> RunResult:
+        """One desk-started run; the request is closed with the run's result line."""
+        log.info(
+            "campaign %s: start requested by %s (request %s)",
+            request.campaign,
+            request.requested_by,
+            request.id,
+        )
+        result = RunResult(request.campaign, "failed")
+        try:
+            result = self.run(request.campaign, trigger="desk")
+        finally:
+            status = result.status if result.status in desk_store.FINISHED_REQUESTS else "failed"
+            desk_store.finish_request(self.ledger, request.id, status, result.line())
+        return result
 
     def run_now(self, campaign: str) -> RunResult:
         """`dialer schedule run-now`: one run in the foreground; SIGTERM/SIGINT drain it."""
@@ -599,8 +665,29 @@ class CampaignScheduler:
     # -- runs
 
     def load(self, campaign: str) -> CampaignConfig:
+        return self._source(campaign)[0]
+
+    def _source(self, campaign: str) -> tuple[CampaignConfig, bool]:
+        """The campaign's settings and whether they come from a file (else the ledger).
+
+        A campaign made on the desk has no file: its settings are on its ledger row and
+        its contacts are already in the ledger, so every replica can run it.
+        """
         try:
             path = self.campaigns_dir / f"{check_campaign_name(campaign)}.yaml"
+        except CampaignFileError as exc:
+            raise ScheduleError(str(exc)) from None
+        if not path.exists():
+            stored = desk_store.stored_config(self.ledger, campaign)
+            if stored:
+                try:
+                    return CampaignConfig.model_validate(stored), False
+                except ValidationError as exc:
+                    first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                    raise ScheduleError(
+                        f"campaign {campaign}: its stored settings do not validate ({first})"
+                    ) from None
+        try:
             config = load_campaign(path)
         except CampaignFileError as exc:
             raise ScheduleError(str(exc)) from None
@@ -611,7 +698,7 @@ class CampaignScheduler:
                 f"{path}: names its campaign {config.name!r}; rename the file or the campaign "
                 "so that they match"
             )
-        return config
+        return config, True
 
     def run(
         self, campaign: str, *, trigger: str = "manual", schedule_id: int | None = None
@@ -667,7 +754,16 @@ class CampaignScheduler:
         return result
 
     def _run_steps(self, result: RunResult, stop: threading.Event) -> None:
-        config = self.load(result.campaign)
+        config, from_file = self._source(result.campaign)
+        if from_file:
+            self._import_new(config, result)
+        if not stop.is_set():
+            line = self.dialer(config, self.ledger, stop)
+            result.dialer = line.removeprefix(f"campaign {config.name}: ")
+        result.workbook = self._write_workbook(config)
+
+    def _import_new(self, config: CampaignConfig, result: RunResult) -> None:
+        """Import what is new in the campaign file's sheets and its inbox."""
         for sheet in config.contacts:
             try:
                 # The source `dialer import` and `dialer run` record: the absolute path.
@@ -694,10 +790,6 @@ class CampaignScheduler:
         result.inbox_imported = len(picked.imported)
         result.inbox_failed = len(picked.failed)
         result.new_contacts += sum(added for _path, added in picked.imported)
-        if not stop.is_set():
-            line = self.dialer(config, self.ledger, stop)
-            result.dialer = line.removeprefix(f"campaign {config.name}: ")
-        result.workbook = self._write_workbook(config)
 
     def _import(self, config: CampaignConfig, sheet: Path, source: str) -> int:
         """Validate and import one sheet; returns how many contacts were new."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -279,3 +280,94 @@ class CampaignRun(Base):
     expires_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     summary: Mapped[str | None] = mapped_column(Text)
+
+
+class User(Base):
+    """Someone who may use the desk: an operator (runs campaigns) or a viewer (reads)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    #: argon2id hash (the PHC string), never the password
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))  # operator|viewer
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """An API token for scripts and CRMs; only its SHA-256 is kept (it is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class DeskSession(Base):
+    """A signed-in browser: the cookie carries a random id, the ledger its SHA-256.
+
+    Kept in the ledger so that every `dialer serve` replica honours every session.
+    """
+
+    __tablename__ = "desk_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: the token every form of this session must send back
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per user name to rate-limit guessing across replicas."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_name_at", "name", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RunRequest(Base):
+    """An operator's "start" from the desk, waiting for a `dialer serve` runner to take it.
+
+    A runner takes it with one guarded update (`status = 'pending'`), so exactly one
+    replica runs it; the run itself then holds the campaign's run lock (`campaign_runs`).
+    """
+
+    __tablename__ = "run_requests"
+    __table_args__ = (Index("ix_run_requests_status", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(200))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: pending, taken, done, failed, skipped, withdrawn
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    taken_by: Mapped[str | None] = mapped_column(String(100))
+    taken_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    summary: Mapped[str | None] = mapped_column(Text)
+
+
+class DeskUpload(Base):
+    """A contact sheet uploaded to the desk, held between its preview and its import.
+
+    Kept in the ledger under a random id (the uploader's file name is only a label), so
+    the preview and the import may be served by different replicas; deleted after a day.
+    """
+
+    __tablename__ = "desk_uploads"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(200))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
