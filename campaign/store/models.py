@@ -228,11 +228,12 @@ def _keep_contacts_claimable(session: Session, _context: Any, _instances: Any) -
     ]
     ids = zone_set_ids(session, {zone_key(c.timezones) for c in rezoned})
     rezoned_ids = {id(c) for c in rezoned}
+    now = utcnow()  # one moment per flush: contacts added together keep their id order
     for contact in contacts:
         if id(contact) in rezoned_ids:
             contact.zone_set_id = ids[zone_key(contact.timezones)]
         if contact.created_at is None:
-            contact.created_at = utcnow()
+            contact.created_at = now
         contact.due_at = due_at_for(
             contact.status or DUE_STATUSES[0],
             bool(contact.is_test),
