@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Select, case, func, select, union_all, update
+from sqlalchemy import TextClause, bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from campaign.outcomes import (
@@ -37,6 +38,7 @@ from campaign.store.models import (
     Campaign,
     Contact,
     DncEntry,
+    UTCDateTime,
     ZoneSet,
 )
 from campaign.windows import CallingWindow
@@ -247,26 +249,28 @@ def claim_next(
     """
     with ledger.session() as session:
         _serialise(session)
-        row = session.execute(
-            select(Campaign).where(Campaign.id == campaign).with_for_update()
-        ).scalar_one()
+        status, pace_tat = session.execute(
+            select(Campaign.status, Campaign.pace_tat)
+            .where(Campaign.id == campaign)
+            .with_for_update()
+        ).one()
         in_flight = _in_flight_count(session, campaign)
-        if row.status != CampaignStatus.ACTIVE.value:
-            return ClaimResult("inactive", row.status, in_flight)
+        if status != CampaignStatus.ACTIVE.value:
+            return ClaimResult("inactive", status, in_flight)
         if in_flight >= max_concurrent:
-            return ClaimResult("capped", row.status, in_flight)
-        bucket.tat = row.pace_tat if row.pace_tat is not None else -math.inf
+            return ClaimResult("capped", status, in_flight)
+        bucket.tat = pace_tat if pace_tat is not None else -math.inf
         wait = bucket.wait_time(wall)
         if wait > 0:
-            return ClaimResult("paced", row.status, in_flight, wait=wait)
+            return ClaimResult("paced", status, in_flight, wait=wait)
 
         open_sets = [zs for zs, zones in _zone_sets(session) if window.is_open(zones, now)]
         picked = _take_earliest_due(session, campaign, open_sets, now)
         if picked is None:
-            return ClaimResult("none_due", row.status, in_flight)
+            return ClaimResult("none_due", status, in_flight)
 
         bucket.try_take(wall)
-        row.pace_tat = bucket.tat
+        session.execute(update(Campaign).where(Campaign.id == campaign).values(pace_tat=bucket.tat))
         attempt = new_attempt(
             session,
             picked,
@@ -288,7 +292,7 @@ def claim_next(
             room_name=attempt.room_name,
             is_test=attempt.is_test,
         )
-        return ClaimResult("claimed", row.status, in_flight + 1, claimed)
+        return ClaimResult("claimed", status, in_flight + 1, claimed)
 
 
 #: rows one claim may pass over (locked by another writer, or on the DNC list) before
@@ -302,21 +306,33 @@ def _zone_sets(session: Session) -> list[tuple[int, list[str]]]:
     return [(zs, [str(z) for z in zones or []]) for zs, zones in rows]
 
 
-def _due_probe(
-    campaign: int, zone_set: int, status: str, now: datetime
-) -> Select[int, datetime | None]:
-    """Due contacts of one zone set and status, as one range of `ix_contacts_claim`.
+@lru_cache(maxsize=256)
+def _earliest_due_query(sets: int, passing: bool) -> TextClause:
+    """The earliest due contact over `sets` open zone sets: one probe per set and status.
 
-    A pending contact is due from its import on, whatever the clock says (a clock
-    behind the importer's must not hide a sheet); a retry once its time has come.
+    Each probe is one seek in `ix_contacts_claim`. A pending contact is due from its
+    import on, whatever the clock says (a clock behind the importer's must not hide a
+    sheet); a retry once its time has come. Written as text and cached per shape: built
+    as an expression, this union costs more to assemble than to run.
     """
-    due = Contact.due_at.is_not(None) if status == ContactStatus.PENDING else Contact.due_at <= now
-    return select(Contact.id, Contact.due_at).where(
-        Contact.campaign_id == campaign,
-        Contact.zone_set_id == zone_set,
-        Contact.status == status,
-        due,
+    skip = " AND id NOT IN :passed" if passing else ""
+    probes = [
+        f"SELECT * FROM (SELECT id, due_at FROM contacts"
+        f" WHERE campaign_id = :campaign AND zone_set_id = :zs{i} AND status = '{status}'"
+        f" AND {due}{skip} ORDER BY due_at, id LIMIT 1) AS p{i}_{status}"
+        for i in range(sets)
+        for status, due in (
+            (ContactStatus.PENDING.value, "due_at IS NOT NULL"),
+            (ContactStatus.RETRY.value, "due_at <= :now"),
+        )
+    ]
+    query = text(
+        f"SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1"
     )
+    params = [bindparam("now", type_=UTCDateTime())]
+    if passing:
+        params.append(bindparam("passed", expanding=True))
+    return query.bindparams(*params)
 
 
 def _take_earliest_due(
@@ -324,31 +340,23 @@ def _take_earliest_due(
 ) -> Contact | None:
     """Lock and return the earliest due contact of the open zone sets, or None.
 
-    Each probe is one seek in `ix_contacts_claim`. The row is locked alone (`SKIP
-    LOCKED`: a row another writer holds is passed over) and its status re-checked;
-    the DNC list is checked on it here, not joined into the probe.
+    The row is locked alone (`SKIP LOCKED`: a row another writer holds is passed
+    over) and its status re-checked; the DNC list is checked on it here, not joined
+    into the probe.
     """
     passed: list[int] = []
+    params: dict[str, Any] = {"campaign": campaign, "now": now}
+    params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
     while open_sets and len(passed) < _MAX_PASSED:
-        probes = [
-            _due_probe(campaign, zs, status, now)
-            .where(*([Contact.id.not_in(passed)] if passed else []))
-            .order_by(Contact.due_at, Contact.id)
-            .limit(1)
-            .subquery()
-            for zs in open_sets
-            for status in DUE_STATUSES
-        ]
-        first = union_all(*(select(p) for p in probes)).subquery()
-        found = session.execute(
-            select(first.c.id).order_by(first.c.due_at, first.c.id).limit(1)
-        ).scalar()
-        if found is None:
+        query = _earliest_due_query(len(open_sets), bool(passed))
+        found = session.execute(query, {**params, "passed": passed} if passed else params)
+        contact_id = found.scalar()
+        if contact_id is None:
             return None
         contact = session.scalar(
-            select(Contact).where(Contact.id == found).with_for_update(skip_locked=True)
+            select(Contact).where(Contact.id == contact_id).with_for_update(skip_locked=True)
         )
-        passed.append(found)
+        passed.append(contact_id)
         if contact is None:  # another writer holds it (finalise, cancel): not ours to take
             continue
         if contact.status not in DUE_STATUSES or contact.is_test or contact.due_at is None:
