@@ -21,7 +21,10 @@ from alembic import command
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
+from campaign.cli import app
+from campaign.config import get_settings
 from campaign.contacts import read_sheet
 from campaign.dialer import control
 from campaign.outcomes import CampaignStatus, ContactStatus, Outcome
@@ -479,3 +482,23 @@ def test_migration_backfills_zone_sets_and_due_times(any_ledger_url: str) -> Non
     first = claim(ledger, campaign, WED_10_NY, ALWAYS).claimed
     assert first is not None and first.e164 == "+12127360001"
     assert claim(ledger, campaign, WED_10_NY, ALWAYS).reason == "none_due"
+
+
+def test_dialer_cancel_then_resume_on_the_command_line(any_ledger_url: str, tmp_path: Path) -> None:
+    get_settings.cache_clear()  # settings are read once per process; this test has its ledger
+    runner = CliRunner(env={"DIALER_DATABASE_URL": any_ledger_url, "DIALER_LOG_LEVEL": "WARNING"})
+    try:
+        sheet = write_sheet(tmp_path / "list.csv", ["+12127360101", "+12127360102"])
+        assert runner.invoke(app, ["import", str(sheet), "--campaign", "c"]).exit_code == 0
+        said = []
+        for action in ("cancel", "resume", "resume"):
+            result = runner.invoke(app, [action, "c"])
+            assert result.exit_code == 0, result.output
+            said.append(" ".join(result.output.split()))
+    finally:
+        get_settings.cache_clear()
+    assert said == [
+        "campaign c: active -> cancelled; 2 waiting contact(s) closed as cancelled",
+        "campaign c: cancelled -> active; 2 cancelled contact(s) due again",
+        "campaign c is already active",
+    ]
