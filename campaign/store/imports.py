@@ -156,7 +156,8 @@ def _bulk_insert(
             )
             cursor.execute(f"DROP TABLE {staging}")
         return
-    binds = [table.c[c].type.bind_processor(dialect) for c in columns]
+    # the dialect's own form of each type, exactly as the ORM writes it
+    binds = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
     processed = [(i, bind) for i, bind in enumerate(binds) if bind is not None]
     # Rows share objects (the import's moment, a zone list): bind each one once.
     done: dict[int, tuple[Any, Any]] = {}

@@ -255,6 +255,18 @@ def test_ten_thousand_closed_before_one_open(any_ledger_url: str, tmp_path: Path
     )
     assert summary.new == 10_001
     campaign = store.campaign_id(ledger, "c")
+    with ledger.engine.begin() as connection:  # the bulk path stores times as the ORM does
+        stored = connection.execute(text("SELECT due_at, created_at FROM contacts")).first()
+        with ledger.session() as session:
+            session.add(
+                Contact(campaign_id=campaign, e164="+81352999999", timezones=["Asia/Tokyo"])
+            )
+        orm = connection.execute(
+            text("SELECT due_at, created_at FROM contacts WHERE e164 = '+81352999999'")
+        ).one()
+        assert stored is not None and [type(v) for v in stored] == [type(v) for v in orm]
+        if not ledger.is_postgres:
+            assert len(stored[0]) == len(orm[0]) == len("2026-03-04 15:00:00.000000")
     if ledger.is_postgres:
         with ledger.engine.begin() as connection:
             connection.execute(text("CREATE EXTENSION IF NOT EXISTS pgrowlocks"))
@@ -268,7 +280,7 @@ def test_ten_thousand_closed_before_one_open(any_ledger_url: str, tmp_path: Path
         # Exactly the claimed contact's row is locked, and the campaign's row; no waits.
         assert seen["contacts"] == [result.claimed.contact_id]
         assert seen["campaigns"] == (1,) and seen["tuple_locks"] == (0,)
-    assert store.summary(ledger, "c").contacts == {"pending": 10_000, "in_progress": 1}
+    assert store.summary(ledger, "c").contacts == {"pending": 10_001, "in_progress": 1}
     assert claim(ledger, campaign, WED_10_NY, CallingWindow()).reason == "none_due"
     # Tokyo opens at 09:00 JST, 00:00 UTC on Thursday.
     assert store.next_due(ledger, campaign, window=CallingWindow(), now=WED_10_NY).at == datetime(
