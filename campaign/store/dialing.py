@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import TextClause, bindparam, case, func, select, text, update
+from sqlalchemy import Row, TextClause, bindparam, case, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from campaign.outcomes import (
@@ -193,36 +193,52 @@ def _in_flight_count(session: Session, campaign: int) -> int:
     )
 
 
+@dataclass(frozen=True)
+class NewAttempt:
+    id: int
+    number: int
+    room_name: str
+
+
 def new_attempt(
     session: Session,
-    contact: Contact,
+    contact_id: int,
+    campaign_id: int,
     *,
     campaign_name: str,
     dialer_id: str,
     is_test: bool,
     now: datetime,
-) -> Attempt:
+) -> NewAttempt:
     """Write the contact's next attempt row (`dialing`) and mark the contact in progress.
 
     The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
-    for campaign claims and `dialer call` alike.
+    for campaign claims and `dialer call` alike. Core statements only: a claim runs this
+    while it holds the campaign row.
     """
-    last = session.scalar(select(func.max(Attempt.number)).where(Attempt.contact_id == contact.id))
+    last = session.scalar(select(func.max(Attempt.number)).where(Attempt.contact_id == contact_id))
     number = (last or 0) + 1
-    attempt = Attempt(
-        campaign_id=contact.campaign_id,
-        contact_id=contact.id,
-        number=number,
-        status=AttemptStatus.DIALING.value,
-        room_name=f"{campaign_name}-{contact.id}-{number}",
-        dialer_id=dialer_id,
-        is_test=is_test,
-        claimed_at=now,
+    room_name = f"{campaign_name}-{contact_id}-{number}"
+    inserted = session.execute(
+        insert(Attempt).values(
+            campaign_id=campaign_id,
+            contact_id=contact_id,
+            number=number,
+            status=AttemptStatus.DIALING.value,
+            room_name=room_name,
+            dialer_id=dialer_id,
+            is_test=is_test,
+            claimed_at=now,
+        )
     )
-    session.add(attempt)
-    contact.status = ContactStatus.IN_PROGRESS.value
-    session.flush()
-    return attempt
+    session.execute(
+        update(Contact)
+        .where(Contact.id == contact_id)
+        .values(status=ContactStatus.IN_PROGRESS.value, due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    key = inserted.inserted_primary_key  # type: ignore[attr-defined]
+    return NewAttempt(int(key[0]), number, room_name)
 
 
 def claim_next(
@@ -249,6 +265,8 @@ def claim_next(
     """
     with ledger.session() as session:
         _serialise(session)
+        # Before the campaign row is locked: other claims need not wait for this part.
+        open_sets = [zs for zs, zones in _zone_sets(session) if window.is_open(zones, now)]
         status, pace_tat = session.execute(
             select(Campaign.status, Campaign.pace_tat)
             .where(Campaign.id == campaign)
@@ -264,7 +282,6 @@ def claim_next(
         if wait > 0:
             return ClaimResult("paced", status, in_flight, wait=wait)
 
-        open_sets = [zs for zs, zones in _zone_sets(session) if window.is_open(zones, now)]
         picked = _take_earliest_due(session, campaign, open_sets, now)
         if picked is None:
             return ClaimResult("none_due", status, in_flight)
@@ -273,16 +290,16 @@ def claim_next(
         session.execute(update(Campaign).where(Campaign.id == campaign).values(pace_tat=bucket.tat))
         attempt = new_attempt(
             session,
-            picked,
+            picked.id,
+            campaign,
             campaign_name=campaign_name,
             dialer_id=dialer_id,
             is_test=is_test or picked.is_test,
             now=now,
         )
-        number = attempt.number
         claimed = Claimed(
             attempt_id=attempt.id,
-            number=number,
+            number=attempt.number,
             contact_id=picked.id,
             e164=picked.e164,
             extension=picked.extension,
@@ -290,7 +307,7 @@ def claim_next(
             variables={str(k): str(v) for k, v in (picked.variables or {}).items()},
             timezones=[str(z) for z in picked.timezones or []],
             room_name=attempt.room_name,
-            is_test=attempt.is_test,
+            is_test=is_test or picked.is_test,
         )
         return ClaimResult("claimed", status, in_flight + 1, claimed)
 
@@ -335,9 +352,23 @@ def _earliest_due_query(sets: int, passing: bool) -> TextClause:
     return query.bindparams(*params)
 
 
+#: what a claim reads of the contact it takes
+_CLAIMED_COLUMNS = (
+    Contact.id,
+    Contact.status,
+    Contact.is_test,
+    Contact.due_at,
+    Contact.e164,
+    Contact.extension,
+    Contact.name,
+    Contact.variables,
+    Contact.timezones,
+)
+
+
 def _take_earliest_due(
     session: Session, campaign: int, open_sets: Sequence[int], now: datetime
-) -> Contact | None:
+) -> Row[Any] | None:
     """Lock and return the earliest due contact of the open zone sets, or None.
 
     The row is locked alone (`SKIP LOCKED`: a row another writer holds is passed
@@ -353,18 +384,22 @@ def _take_earliest_due(
         contact_id = found.scalar()
         if contact_id is None:
             return None
-        contact = session.scalar(
-            select(Contact).where(Contact.id == contact_id).with_for_update(skip_locked=True)
-        )
+        contact = session.execute(
+            select(*_CLAIMED_COLUMNS)
+            .where(Contact.id == contact_id)
+            .with_for_update(skip_locked=True, of=Contact)
+        ).first()
         passed.append(contact_id)
         if contact is None:  # another writer holds it (finalise, cancel): not ours to take
             continue
+        this = update(Contact).where(Contact.id == contact_id)
         if contact.status not in DUE_STATUSES or contact.is_test or contact.due_at is None:
-            contact.due_at = None  # a stale due time written around the store: heal it
+            # a stale due time written around the store: heal it
+            session.execute(this.values(due_at=None).execution_options(synchronize_session=False))
             continue
-        if session.get(DncEntry, contact.e164) is not None:
-            contact.status = ContactStatus.DNC.value
-            contact.next_attempt_at = None
+        if session.scalar(select(DncEntry.e164).where(DncEntry.e164 == contact.e164)):
+            closed = {"status": ContactStatus.DNC.value, "next_attempt_at": None, "due_at": None}
+            session.execute(this.values(**closed).execution_options(synchronize_session=False))
             continue
         return contact
     return None
