@@ -405,12 +405,6 @@ def _take_earliest_due(
     return None
 
 
-#: how far ahead next-due looks for a common open moment before calling a zone set
-#: hopeless: a year, since zones whose offsets drift apart with DST may overlap only
-#: in some weeks
-_NEVER_HORIZON_DAYS = 371
-
-
 @dataclass(frozen=True)
 class NextDue:
     """When a claim may next succeed, and what next-due closed or reopened on the way."""
@@ -428,8 +422,9 @@ def next_due(ledger: Ledger, campaign: int, *, window: CallingWindow, now: datet
     One `MIN(due_at)` probe per zone set, then the window's next opening per set
     (`next_open` is monotonic in its start, so a set's earliest due decides it).
     Contacts whose zones never share an open moment are closed with status
-    `no_calling_hours`, so a campaign completes instead of waiting for ever; when the
-    calling hours change so that they do, they are reopened here.
+    `no_calling_hours` (`CallingWindow.next_open_ever`), so a campaign completes
+    instead of waiting for ever; when the calling hours change so that they do, they
+    are reopened here.
     """
     with ledger.session() as session:
         _serialise(session)
@@ -457,9 +452,7 @@ def next_due(ledger: Ledger, campaign: int, *, window: CallingWindow, now: datet
                 start = max(now, first_retry)
             else:
                 continue
-            at = window.next_open(sets[zs], start) or window.next_open(
-                sets[zs], start, horizon_days=_NEVER_HORIZON_DAYS
-            )
+            at = window.next_open_ever(sets[zs], start)
             if at is None:
                 hopeless.append(zs)
             else:
@@ -495,11 +488,7 @@ def _reopen_hopeless(
         )
         .distinct()
     ).all()
-    hopeful = [
-        zs
-        for zs in closed_sets
-        if window.next_open(sets[zs], now, horizon_days=_NEVER_HORIZON_DAYS) is not None
-    ]
+    hopeful = [zs for zs in closed_sets if window.next_open_ever(sets[zs], now) is not None]
     if not hopeful:
         return 0
     result = session.execute(
