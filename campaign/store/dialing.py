@@ -669,21 +669,18 @@ def contact_timezones(ledger: Ledger, contact_id: int) -> list[str]:
 def close_dnc_contacts(ledger: Ledger, campaign: int) -> int:
     """Close waiting contacts whose number joined the DNC list; returns how many.
 
-    Driven from the list: one probe of the campaign's number index per listed number.
+    Driven from the list: one seek in the campaign's number index per listed number,
+    never a walk over the campaign's contacts.
     """
     with ledger.session() as session:
-        listed = (
-            select(Contact.id)
-            .join_from(DncEntry, Contact, Contact.e164 == DncEntry.e164)
+        result = session.execute(
+            update(Contact)
             .where(
                 Contact.campaign_id == campaign,
+                Contact.e164.in_(select(DncEntry.e164)),
                 Contact.is_test.is_(False),
                 Contact.due_at.is_not(None),
             )
-        )
-        result = session.execute(
-            update(Contact)
-            .where(Contact.id.in_(listed.scalar_subquery()))
             .values(status=ContactStatus.DNC.value, next_attempt_at=None, due_at=None)
             .execution_options(synchronize_session=False)
         )
