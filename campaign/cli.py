@@ -436,7 +436,7 @@ def pause(name: NameArgument, db: DbOption = None) -> None:
 @app.command()
 @friendly_errors
 def resume(name: NameArgument, db: DbOption = None) -> None:
-    """Claim contacts again after a pause (or reopen a cancelled campaign)."""
+    """Claim again after a pause; after a cancel, reopen the contacts it closed."""
     _control("resume", name, db)
 
 

@@ -36,7 +36,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 from rich.console import Console, RenderableType
@@ -274,7 +273,7 @@ class Dialer:
                 wall=self.wall(),
                 max_concurrent=config.max_concurrent_calls,
                 bucket=self._bucket,
-                dialable=partial(self._open_at, now),
+                window=self.window,
                 is_test=config.is_test,
             )
             if result.claimed is not None:
@@ -301,9 +300,6 @@ class Dialer:
                 await self._idle(result.wait)
             elif not await self._wait_for_due(now):
                 return
-
-    def _open_at(self, now: datetime, zones: Sequence[str]) -> bool:
-        return self.window.is_open(zones, now)
 
     def _end_bound(self) -> datetime | None:
         bounds = [b for b in (self.options.until, self.config.end_at) if b is not None]
@@ -333,16 +329,21 @@ class Dialer:
 
     def _next_dialable(self, now: datetime) -> datetime | None:
         """The earliest moment any waiting contact is due and inside its calling hours."""
-        earliest: dict[tuple[str, ...], datetime] = {}
-        for zones, at in store.waiting_contacts(self.ledger, self.campaign_id):
-            key = tuple(zones)
-            due = max(now, at) if at is not None else now
-            if key not in earliest or due < earliest[key]:
-                earliest[key] = due
-        # next_open is monotonic in its start time, so each zone set's earliest due decides it.
-        found = [self.window.next_open(list(k), due) for k, due in earliest.items()]
-        opens = [t for t in found if t is not None]
-        return min(opens) if opens else None
+        found = store.next_due(self.ledger, self.campaign_id, window=self.window, now=now)
+        if found.closed:
+            logger.warning(
+                "campaign %s: closed %d contact(s) whose zones never share calling hours %s",
+                self.config.name,
+                found.closed,
+                self.window.describe(),
+            )
+        if found.reopened:
+            logger.info(
+                "campaign %s: reopened %d contact(s) the calling hours now reach",
+                self.config.name,
+                found.reopened,
+            )
+        return found.at
 
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
@@ -860,17 +861,22 @@ def control(ledger: Ledger, name: str, action: str) -> str:
 
     A running `dialer run` sees the change within a second: pause stops new claims
     (calls in flight finish), resume claims again, cancel hangs up and closes the
-    campaign's waiting contacts.
+    campaign's waiting contacts; resume after a cancel reopens exactly those.
     """
     target = {
         "pause": CampaignStatus.PAUSED,
         "resume": CampaignStatus.ACTIVE,
         "cancel": CampaignStatus.CANCELLED,
     }[action]
-    previous = store.set_campaign_status(ledger, name, target)
-    if previous == target:
+    change = store.change_campaign_status(ledger, name, target)
+    if change.previous == target:
         return f"campaign {name} is already {target.value}"
-    return f"campaign {name}: {previous} -> {target.value}"
+    done = f"campaign {name}: {change.previous} -> {target.value}"
+    if change.closed:
+        done += f"; {change.closed} waiting contact(s) closed as cancelled"
+    if change.reopened:
+        done += f"; {change.reopened} cancelled contact(s) due again"
+    return done
 
 
 def status(ledger: Ledger, name: str) -> store.CampaignSummary:

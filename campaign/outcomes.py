@@ -54,6 +54,8 @@ class ContactStatus(StrEnum):
     INVALID = "invalid"  #: the network said the number does not exist
     DECLINED = "declined"  #: the callee declined; not retried
     CANCELLED = "cancelled"  #: the campaign was cancelled before this contact finished
+    #: its zones never share a moment inside the calling hours (reopened if they change)
+    NO_CALLING_HOURS = "no_calling_hours"
 
 
 #: Statuses from which a contact is never dialed again.
@@ -65,6 +67,7 @@ FINAL_CONTACT_STATUSES = frozenset(
         ContactStatus.INVALID,
         ContactStatus.DECLINED,
         ContactStatus.CANCELLED,
+        ContactStatus.NO_CALLING_HOURS,
     }
 )
 

@@ -19,6 +19,8 @@ MINUTES_PER_DAY = 24 * 60
 #: The legal envelope (US TCPA-style): no calls before 08:00 or after 21:00 local.
 LEGAL_EARLIEST = 8 * 60
 LEGAL_LATEST = 21 * 60
+#: a year and a week: every weekday of every DST period of a year is looked at
+YEAR_HORIZON_DAYS = 371
 
 
 class WindowError(ValueError):
@@ -144,6 +146,16 @@ class CallingWindow:
             if all(self._open_in(tz, candidate) for tz in tzs):
                 return candidate
         return None
+
+    def next_open_ever(self, zones: Sequence[str] | None, now: datetime) -> datetime | None:
+        """`next_open`, looking up to a year ahead when the coming week has no common moment.
+
+        Zones whose offsets drift apart with DST may overlap only in some weeks of the
+        year; None means the window never opens in all of them at once.
+        """
+        return self.next_open(zones, now) or self.next_open(
+            zones, now, horizon_days=YEAR_HORIZON_DAYS
+        )
 
     def next_day_start(self, zones: Sequence[str] | None, now: datetime) -> datetime:
         """The window's start on a later local calendar day than `now` (for "retry next day")."""

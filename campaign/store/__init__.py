@@ -16,6 +16,7 @@ from campaign.store.models import (
     DncEntry,
     Rejection,
     Turn,
+    ZoneSet,
     utcnow,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "LedgerError",
     "Rejection",
     "Turn",
+    "ZoneSet",
     "open_ledger",
     "utcnow",
 ]

@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import Row, TextClause, bindparam, case, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from campaign.outcomes import (
@@ -30,10 +31,18 @@ from campaign.outcomes import (
 )
 from campaign.pacing import TokenBucket
 from campaign.store.db import Ledger
-from campaign.store.models import Attempt, CallRecord, Campaign, Contact, DncEntry
+from campaign.store.models import (
+    DUE_STATUSES,
+    Attempt,
+    CallRecord,
+    Campaign,
+    Contact,
+    DncEntry,
+    UTCDateTime,
+    ZoneSet,
+)
+from campaign.windows import CallingWindow
 
-#: contact statuses the claim picks from
-DUE_STATUSES = (ContactStatus.PENDING.value, ContactStatus.RETRY.value)
 IN_FLIGHT = (AttemptStatus.DIALING.value, AttemptStatus.IN_CALL.value)
 #: attempt outcomes after which nobody was dialed (not counted against max attempts)
 UNDIALED_OUTCOMES = (
@@ -184,40 +193,52 @@ def _in_flight_count(session: Session, campaign: int) -> int:
     )
 
 
-def _on_dnc(e164: Any) -> Any:
-    return exists().where(DncEntry.e164 == e164)
+@dataclass(frozen=True)
+class NewAttempt:
+    id: int
+    number: int
+    room_name: str
 
 
 def new_attempt(
     session: Session,
-    contact: Contact,
+    contact_id: int,
+    campaign_id: int,
     *,
     campaign_name: str,
     dialer_id: str,
     is_test: bool,
     now: datetime,
-) -> Attempt:
+) -> NewAttempt:
     """Write the contact's next attempt row (`dialing`) and mark the contact in progress.
 
     The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
-    for campaign claims and `dialer call` alike.
+    for campaign claims and `dialer call` alike. Core statements only: a claim runs this
+    while it holds the campaign row.
     """
-    last = session.scalar(select(func.max(Attempt.number)).where(Attempt.contact_id == contact.id))
+    last = session.scalar(select(func.max(Attempt.number)).where(Attempt.contact_id == contact_id))
     number = (last or 0) + 1
-    attempt = Attempt(
-        campaign_id=contact.campaign_id,
-        contact_id=contact.id,
-        number=number,
-        status=AttemptStatus.DIALING.value,
-        room_name=f"{campaign_name}-{contact.id}-{number}",
-        dialer_id=dialer_id,
-        is_test=is_test,
-        claimed_at=now,
+    room_name = f"{campaign_name}-{contact_id}-{number}"
+    inserted = session.execute(
+        insert(Attempt).values(
+            campaign_id=campaign_id,
+            contact_id=contact_id,
+            number=number,
+            status=AttemptStatus.DIALING.value,
+            room_name=room_name,
+            dialer_id=dialer_id,
+            is_test=is_test,
+            claimed_at=now,
+        )
     )
-    session.add(attempt)
-    contact.status = ContactStatus.IN_PROGRESS.value
-    session.flush()
-    return attempt
+    session.execute(
+        update(Contact)
+        .where(Contact.id == contact_id)
+        .values(status=ContactStatus.IN_PROGRESS.value, due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    key = inserted.inserted_primary_key  # type: ignore[attr-defined]
+    return NewAttempt(int(key[0]), number, room_name)
 
 
 def claim_next(
@@ -230,69 +251,55 @@ def claim_next(
     wall: float,
     max_concurrent: int,
     bucket: TokenBucket,
-    dialable: Callable[[Sequence[str]], bool],
+    window: CallingWindow,
     is_test: bool = False,
-    batch: int = 200,
 ) -> ClaimResult:
-    """Claim one due, dialable contact and write its attempt row, all in one transaction.
+    """Claim the earliest due contact inside its calling hours and write its attempt row.
 
-    `now` (the injected clock) decides what is due and `dialable(timezones)` applies
-    the calling hours; `wall` (real epoch seconds) drives the pacing bucket, whose
-    state lives on the campaign row so every process shares it.
+    One short transaction holds the campaign row: the cap and the shared pacing bucket
+    are checked, `window` is evaluated once per zone set (never per contact), one
+    indexed probe per open set finds its earliest due contact, and only the row taken
+    is locked. `now` (the injected clock) decides what is due and open; `wall` (real
+    epoch seconds) drives the pacing bucket, whose state lives on the campaign row so
+    every process shares it.
     """
     with ledger.session() as session:
         _serialise(session)
-        row = session.execute(
-            select(Campaign).where(Campaign.id == campaign).with_for_update()
-        ).scalar_one()
+        # Before the campaign row is locked: other claims need not wait for this part.
+        open_sets = [zs for zs, zones in _zone_sets(session) if window.is_open(zones, now)]
+        status, pace_tat = session.execute(
+            select(Campaign.status, Campaign.pace_tat)
+            .where(Campaign.id == campaign)
+            .with_for_update()
+        ).one()
         in_flight = _in_flight_count(session, campaign)
-        if row.status != CampaignStatus.ACTIVE.value:
-            return ClaimResult("inactive", row.status, in_flight)
+        if status != CampaignStatus.ACTIVE.value:
+            return ClaimResult("inactive", status, in_flight)
         if in_flight >= max_concurrent:
-            return ClaimResult("capped", row.status, in_flight)
-        bucket.tat = row.pace_tat if row.pace_tat is not None else -math.inf
+            return ClaimResult("capped", status, in_flight)
+        bucket.tat = pace_tat if pace_tat is not None else -math.inf
         wait = bucket.wait_time(wall)
         if wait > 0:
-            return ClaimResult("paced", row.status, in_flight, wait=wait)
+            return ClaimResult("paced", status, in_flight, wait=wait)
 
-        picked: Contact | None = None
-        after = 0
-        while picked is None:
-            candidates = session.scalars(
-                select(Contact)
-                .where(
-                    Contact.campaign_id == campaign,
-                    Contact.status.in_(DUE_STATUSES),
-                    Contact.is_test.is_(False),  # a test call's contact is never claimed
-                    or_(Contact.next_attempt_at.is_(None), Contact.next_attempt_at <= now),
-                    ~_on_dnc(Contact.e164),
-                    Contact.id > after,
-                )
-                .order_by(Contact.id)
-                .limit(batch)
-                .with_for_update(skip_locked=True, of=Contact)
-            ).all()
-            picked = next((c for c in candidates if dialable(c.timezones or [])), None)
-            if len(candidates) < batch:
-                break
-            after = candidates[-1].id
+        picked = _take_earliest_due(session, campaign, open_sets, now)
         if picked is None:
-            return ClaimResult("none_due", row.status, in_flight)
+            return ClaimResult("none_due", status, in_flight)
 
         bucket.try_take(wall)
-        row.pace_tat = bucket.tat
+        session.execute(update(Campaign).where(Campaign.id == campaign).values(pace_tat=bucket.tat))
         attempt = new_attempt(
             session,
-            picked,
+            picked.id,
+            campaign,
             campaign_name=campaign_name,
             dialer_id=dialer_id,
             is_test=is_test or picked.is_test,
             now=now,
         )
-        number = attempt.number
         claimed = Claimed(
             attempt_id=attempt.id,
-            number=number,
+            number=attempt.number,
             contact_id=picked.id,
             e164=picked.e164,
             extension=picked.extension,
@@ -300,9 +307,212 @@ def claim_next(
             variables={str(k): str(v) for k, v in (picked.variables or {}).items()},
             timezones=[str(z) for z in picked.timezones or []],
             room_name=attempt.room_name,
-            is_test=attempt.is_test,
+            is_test=is_test or picked.is_test,
         )
-        return ClaimResult("claimed", row.status, in_flight + 1, claimed)
+        return ClaimResult("claimed", status, in_flight + 1, claimed)
+
+
+#: rows one claim may pass over (locked by another writer, or on the DNC list) before
+#: it reports nothing due; the next claim, or `close_dnc_contacts`, carries on
+_MAX_PASSED = 100
+
+
+def _zone_sets(session: Session) -> list[tuple[int, list[str]]]:
+    """Every zone set (a handful per ledger, whatever the number of contacts)."""
+    rows = session.execute(select(ZoneSet.id, ZoneSet.zones).order_by(ZoneSet.id))
+    return [(zs, [str(z) for z in zones or []]) for zs, zones in rows]
+
+
+@lru_cache(maxsize=256)
+def _earliest_due_query(sets: int, passing: bool) -> TextClause:
+    """The earliest due contact over `sets` open zone sets: one probe per set and status.
+
+    Each probe is one seek in `ix_contacts_claim`. A pending contact is due from its
+    import on, whatever the clock says (a clock behind the importer's must not hide a
+    sheet); a retry once its time has come. Written as text and cached per shape: built
+    as an expression, this union costs more to assemble than to run.
+    """
+    skip = " AND id NOT IN :passed" if passing else ""
+    probes = [
+        f"SELECT * FROM (SELECT id, due_at FROM contacts"
+        f" WHERE campaign_id = :campaign AND zone_set_id = :zs{i} AND status = '{status}'"
+        f" AND {due}{skip} ORDER BY due_at, id LIMIT 1) AS p{i}_{status}"
+        for i in range(sets)
+        for status, due in (
+            (ContactStatus.PENDING.value, "due_at IS NOT NULL"),
+            (ContactStatus.RETRY.value, "due_at <= :now"),
+        )
+    ]
+    query = text(
+        f"SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1"
+    )
+    params = [bindparam("now", type_=UTCDateTime())]
+    if passing:
+        params.append(bindparam("passed", expanding=True))
+    return query.bindparams(*params)
+
+
+#: what a claim reads of the contact it takes
+_CLAIMED_COLUMNS = (
+    Contact.id,
+    Contact.status,
+    Contact.is_test,
+    Contact.due_at,
+    Contact.e164,
+    Contact.extension,
+    Contact.name,
+    Contact.variables,
+    Contact.timezones,
+)
+
+
+def _take_earliest_due(
+    session: Session, campaign: int, open_sets: Sequence[int], now: datetime
+) -> Row[Any] | None:
+    """Lock and return the earliest due contact of the open zone sets, or None.
+
+    The row is locked alone (`SKIP LOCKED`: a row another writer holds is passed
+    over) and its status re-checked; the DNC list is checked on it here, not joined
+    into the probe.
+    """
+    passed: list[int] = []
+    params: dict[str, Any] = {"campaign": campaign, "now": now}
+    params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
+    while open_sets and len(passed) < _MAX_PASSED:
+        query = _earliest_due_query(len(open_sets), bool(passed))
+        found = session.execute(query, {**params, "passed": passed} if passed else params)
+        contact_id = found.scalar()
+        if contact_id is None:
+            return None
+        contact = session.execute(
+            select(*_CLAIMED_COLUMNS)
+            .where(Contact.id == contact_id)
+            .with_for_update(skip_locked=True, of=Contact)
+        ).first()
+        passed.append(contact_id)
+        if contact is None:  # another writer holds it (finalise, cancel): not ours to take
+            continue
+        this = update(Contact).where(Contact.id == contact_id)
+        if contact.status not in DUE_STATUSES or contact.is_test or contact.due_at is None:
+            # a stale due time written around the store: heal it
+            session.execute(this.values(due_at=None).execution_options(synchronize_session=False))
+            continue
+        if session.scalar(select(DncEntry.e164).where(DncEntry.e164 == contact.e164)):
+            closed = {"status": ContactStatus.DNC.value, "next_attempt_at": None, "due_at": None}
+            session.execute(this.values(**closed).execution_options(synchronize_session=False))
+            continue
+        return contact
+    return None
+
+
+@dataclass(frozen=True)
+class NextDue:
+    """When a claim may next succeed, and what next-due closed or reopened on the way."""
+
+    at: datetime | None  #: None: nothing waiting will ever be dialable
+    #: due contacts closed because their zones never share an open moment
+    closed: int = 0
+    #: contacts closed that way earlier whose zones share calling hours again (rule edit)
+    reopened: int = 0
+
+
+def next_due(ledger: Ledger, campaign: int, *, window: CallingWindow, now: datetime) -> NextDue:
+    """The earliest moment any waiting contact is due and inside its calling hours.
+
+    One `MIN(due_at)` probe per zone set, then the window's next opening per set
+    (`next_open` is monotonic in its start, so a set's earliest due decides it).
+    Contacts whose zones never share an open moment are closed with status
+    `no_calling_hours` (`CallingWindow.next_open_ever`), so a campaign completes
+    instead of waiting for ever; when the calling hours change so that they do, they
+    are reopened here.
+    """
+    with ledger.session() as session:
+        _serialise(session)
+        sets = dict(_zone_sets(session))
+        reopened = _reopen_hopeless(session, campaign, sets, window, now)
+        earliest = {
+            status: select(func.min(Contact.due_at))
+            .where(
+                Contact.campaign_id == campaign,
+                Contact.zone_set_id == ZoneSet.id,
+                Contact.status == status,
+                Contact.due_at.is_not(None),
+            )
+            .scalar_subquery()
+            for status in DUE_STATUSES
+        }
+        opens: list[datetime] = []
+        hopeless: list[int] = []
+        pending, retry = DUE_STATUSES
+        rows = session.execute(select(ZoneSet.id, earliest[pending], earliest[retry]))
+        for zs, first_pending, first_retry in rows:
+            if first_pending is not None:
+                start = now
+            elif first_retry is not None:
+                start = max(now, first_retry)
+            else:
+                continue
+            at = window.next_open_ever(sets[zs], start)
+            if at is None:
+                hopeless.append(zs)
+            else:
+                opens.append(at)
+        closed = 0
+        if hopeless:
+            result = session.execute(
+                update(Contact)
+                .where(
+                    Contact.campaign_id == campaign,
+                    Contact.zone_set_id.in_(hopeless),
+                    Contact.due_at.is_not(None),
+                )
+                .values(status=ContactStatus.NO_CALLING_HOURS.value, due_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            closed = int(result.rowcount)  # type: ignore[attr-defined]
+        return NextDue(min(opens) if opens else None, closed, reopened)
+
+
+def _reopen_hopeless(
+    session: Session,
+    campaign: int,
+    sets: dict[int, list[str]],
+    window: CallingWindow,
+    now: datetime,
+) -> int:
+    closed_sets = session.scalars(
+        select(Contact.zone_set_id)
+        .where(
+            Contact.campaign_id == campaign,
+            Contact.status == ContactStatus.NO_CALLING_HOURS.value,
+        )
+        .distinct()
+    ).all()
+    hopeful = [zs for zs in closed_sets if window.next_open_ever(sets[zs], now) is not None]
+    if not hopeful:
+        return 0
+    result = session.execute(
+        update(Contact)
+        .where(
+            Contact.campaign_id == campaign,
+            Contact.status == ContactStatus.NO_CALLING_HOURS.value,
+            Contact.zone_set_id.in_(hopeful),
+        )
+        .values(**_DUE_AGAIN)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+#: a closed contact made due again as it stood: pending if never attempted, else retry,
+#: due at its retry time or, without one, since its import (so due now, in import order)
+_DUE_AGAIN: dict[str, Any] = {
+    "status": case(
+        (Contact.last_outcome.is_(None), ContactStatus.PENDING.value),
+        else_=ContactStatus.RETRY.value,
+    ),
+    "due_at": func.coalesce(Contact.next_attempt_at, Contact.created_at),
+}
 
 
 def on_dnc_list(ledger: Ledger, e164: str) -> bool:
@@ -457,36 +667,49 @@ def contact_timezones(ledger: Ledger, contact_id: int) -> list[str]:
 
 
 def close_dnc_contacts(ledger: Ledger, campaign: int) -> int:
-    """Close waiting contacts whose number joined the DNC list; returns how many."""
+    """Close waiting contacts whose number joined the DNC list; returns how many.
+
+    Driven from the list: one seek in the campaign's number index per listed number,
+    never a walk over the campaign's contacts.
+    """
     with ledger.session() as session:
         result = session.execute(
             update(Contact)
             .where(
                 Contact.campaign_id == campaign,
-                Contact.status.in_(DUE_STATUSES),
-                _on_dnc(Contact.e164),
+                Contact.e164.in_(select(DncEntry.e164)),
+                Contact.is_test.is_(False),
+                Contact.due_at.is_not(None),
             )
-            .values(status=ContactStatus.DNC.value, next_attempt_at=None)
+            .values(status=ContactStatus.DNC.value, next_attempt_at=None, due_at=None)
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def waiting_contacts(ledger: Ledger, campaign: int) -> list[tuple[list[str], datetime | None]]:
-    """(timezones, next_attempt_at) of every contact still to be dialed."""
-    with ledger.session() as session:
-        rows = session.execute(
-            select(Contact.timezones, Contact.next_attempt_at).where(
-                Contact.campaign_id == campaign,
-                Contact.status.in_(DUE_STATUSES),
-                Contact.is_test.is_(False),
-            )
-        ).all()
-        return [([str(z) for z in zones or []], at) for zones, at in rows]
+@dataclass(frozen=True)
+class StatusChange:
+    """What setting a campaign's status did."""
+
+    previous: str
+    #: waiting contacts closed (`cancelled`) by a cancel
+    closed: int = 0
+    #: contacts a resume after a cancel made due again
+    reopened: int = 0
 
 
 def set_campaign_status(ledger: Ledger, name: str, status: CampaignStatus) -> str:
-    """Set a campaign's status; returns the previous one. Cancelling closes waiting contacts."""
+    """Set a campaign's status; returns the previous one (see `change_campaign_status`)."""
+    return change_campaign_status(ledger, name, status).previous
+
+
+def change_campaign_status(ledger: Ledger, name: str, status: CampaignStatus) -> StatusChange:
+    """Set a campaign's status, closing or reopening its waiting contacts to match.
+
+    Cancelling closes every waiting contact as `cancelled` (a call in flight that would
+    have been retried is closed the same way when it ends). Making a cancelled campaign
+    active again reopens exactly those contacts, due at once, in their old order.
+    """
     with ledger.session() as session:
         _serialise(session)
         campaign = session.scalar(select(Campaign).where(Campaign.name == name).with_for_update())
@@ -494,14 +717,25 @@ def set_campaign_status(ledger: Ledger, name: str, status: CampaignStatus) -> st
             raise CampaignNotFound(f"no campaign named {name!r} in the ledger")
         previous = campaign.status
         campaign.status = status.value
+        sheet_contacts = (Contact.campaign_id == campaign.id) & Contact.is_test.is_(False)
+        closed = reopened = 0
         if status == CampaignStatus.CANCELLED:
-            session.execute(
+            result = session.execute(
                 update(Contact)
-                .where(Contact.campaign_id == campaign.id, Contact.status.in_(DUE_STATUSES))
-                .values(status=ContactStatus.CANCELLED.value, next_attempt_at=None)
+                .where(sheet_contacts, Contact.status.in_(DUE_STATUSES))
+                .values(status=ContactStatus.CANCELLED.value, next_attempt_at=None, due_at=None)
                 .execution_options(synchronize_session=False)
             )
-        return previous
+            closed = int(result.rowcount)  # type: ignore[attr-defined]
+        elif status == CampaignStatus.ACTIVE and previous == CampaignStatus.CANCELLED.value:
+            result = session.execute(
+                update(Contact)
+                .where(sheet_contacts, Contact.status == ContactStatus.CANCELLED.value)
+                .values(**_DUE_AGAIN)
+                .execution_options(synchronize_session=False)
+            )
+            reopened = int(result.rowcount)  # type: ignore[attr-defined]
+        return StatusChange(previous, closed, reopened)
 
 
 def summary(ledger: Ledger, name: str) -> CampaignSummary:

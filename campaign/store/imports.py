@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import JSON, Table, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,11 +17,39 @@ from campaign.campaign_file import check_campaign_name
 from campaign.contacts import Progress, Reason, Sheet, SheetResult, check_region, validate_sheet
 from campaign.outcomes import ContactStatus
 from campaign.store.db import Ledger
-from campaign.store.models import Campaign, Contact, DncEntry, Rejection, utcnow
+from campaign.store.models import (
+    Campaign,
+    Contact,
+    DncEntry,
+    Rejection,
+    utcnow,
+    zone_key,
+    zone_set_ids,
+)
 
 log = logging.getLogger(__name__)
 
 _BATCH = 5_000
+_SQLITE_IMPORT_CACHE_KIB = 256 * 1024
+#: what an import writes of each new contact, in `_bulk_insert` tuple order
+_CONTACT_COLUMNS = (
+    "campaign_id",
+    "e164",
+    "raw_phone",
+    "extension",
+    "name",
+    "timezones",
+    "zone_set_id",
+    "variables",
+    "source",
+    "source_row",
+    "status",
+    "attempts_count",
+    "is_test",
+    "due_at",
+    "created_at",
+    "updated_at",
+)
 #: the reason a sheet's duplicate rows are stored under in `rejections`
 DUPLICATE_REASON = "duplicate"
 
@@ -77,7 +105,7 @@ def campaign_region(ledger: Ledger, name: str) -> str | None:
 
 
 def _insert_ignoring_conflicts(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert rows, skipping any that a concurrent import wrote first (unique keys)."""
+    """Insert a few rows, skipping any that a concurrent writer wrote first (unique keys)."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
@@ -90,6 +118,82 @@ def _insert_ignoring_conflicts(session: Session, table: Any, rows: list[dict[str
         statement = insert(table)
     for start in range(0, len(rows), _BATCH):
         session.execute(statement, rows[start : start + _BATCH])
+
+
+def _bulk_insert(
+    session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Stream rows (tuples in `columns` order) into `table` through the driver's bulk path,
+    skipping any that a concurrent import wrote first (unique keys), in this transaction.
+
+    SQLite: `executemany` of `INSERT ... ON CONFLICT DO NOTHING`, values bound through the
+    columns' own types. PostgreSQL: `COPY` into a temporary table, then one
+    `INSERT ... SELECT ... ON CONFLICT DO NOTHING`.
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    names = ", ".join(columns)
+    driver: Any = connection.connection.driver_connection
+    if dialect.name == "postgresql":
+        from psycopg.types.json import Json
+
+        staging = f"staging_{table.name}"
+        json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+        with driver.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS"
+                f" SELECT {names} FROM {table.name} WITH NO DATA"
+            )
+            # Rows are pulled between COPYs, so producing them may query this connection.
+            for batch in _batches(rows):
+                with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+                    for values in batch:
+                        for i in json_at:
+                            values[i] = Json(values[i])
+                        copy.write_row(values)
+            cursor.execute(
+                f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging}"
+                " ON CONFLICT DO NOTHING"
+            )
+            cursor.execute(f"DROP TABLE {staging}")
+        return
+    # the dialect's own form of each type, exactly as the ORM writes it
+    binds = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    processed = [(i, bind) for i, bind in enumerate(binds) if bind is not None]
+    # Rows share objects (the import's moment, a zone list): bind each one once.
+    done: dict[int, tuple[Any, Any]] = {}
+    # A bigger page cache for this connection while it builds the indexes.
+    connection.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_IMPORT_CACHE_KIB}")
+    placeholders = ", ".join("?" for _ in columns)
+    statement = f"INSERT INTO {table.name} ({names}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
+    cursor = driver.cursor()
+    try:
+        for batch in _batches(rows):
+            for values in batch:
+                for i, bind in processed:
+                    raw = values[i]
+                    seen = done.get(id(raw))
+                    if seen is None or seen[0] is not raw:
+                        seen = (raw, bind(raw))
+                        if not isinstance(raw, dict):  # a row's own variables
+                            done[id(raw)] = seen
+                    values[i] = seen[1]
+            cursor.executemany(statement, batch)
+    finally:
+        cursor.close()
+        connection.exec_driver_sql("PRAGMA cache_size = -2000")  # SQLite's default
+
+
+def _batches(rows: Iterable[Sequence[Any]]) -> Iterator[list[list[Any]]]:
+    """Rows as lists, `_BATCH` at a time (the whole sheet is never held twice)."""
+    batch: list[list[Any]] = []
+    for row in rows:
+        batch.append(list(row))
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def import_sheet(
@@ -138,48 +242,60 @@ def import_contacts(
             )
         )
         now = utcnow()
-        contacts: list[dict[str, Any]] = []
         rejections: list[dict[str, Any]] = []
-        already = 0
-        dnc_now = 0  # accepted by the sheet check, but listed since (or the check had no list)
-        for contact in result.accepted:
-            if contact.e164 in dnc:
-                dnc_now += 1
-                rejections.append(
-                    {
-                        "campaign_id": campaign.id,
-                        "source": source,
-                        "source_row": contact.row,
-                        "raw": contact.raw,
-                        "reason": Reason.DO_NOT_CALL.value,
-                        "e164": contact.e164,
-                        "cells": contact.variables,
-                        "created_at": now,
-                    }
+        counts = {"new": 0, "already": 0, "dnc": 0}
+        zone_sets: dict[tuple[str, ...], int] = {}
+        zone_lists: dict[tuple[str, ...], list[str]] = {}
+
+        def new_contacts() -> Iterator[tuple[Any, ...]]:
+            # Streamed: each accepted row becomes one tuple on its way to the driver.
+            for contact in result.accepted:
+                if contact.e164 in dnc:
+                    # accepted by the sheet check, but listed since (or the check had no list)
+                    counts["dnc"] += 1
+                    rejections.append(
+                        {
+                            "campaign_id": campaign.id,
+                            "source": source,
+                            "source_row": contact.row,
+                            "raw": contact.raw,
+                            "reason": Reason.DO_NOT_CALL.value,
+                            "e164": contact.e164,
+                            "cells": contact.variables,
+                            "created_at": now,
+                        }
+                    )
+                    continue
+                if contact.e164 in existing:
+                    counts["already"] += 1
+                    continue
+                existing.add(contact.e164)
+                key = zone_key(contact.timezones)
+                if key not in zone_sets:
+                    zone_sets.update(zone_set_ids(session, [key]))
+                zones = zone_lists.setdefault(tuple(contact.timezones), list(contact.timezones))
+                counts["new"] += 1
+                yield (
+                    campaign.id,
+                    contact.e164,
+                    contact.raw,
+                    contact.extension,
+                    contact.name[:200] if contact.name else None,
+                    zones,
+                    zone_sets[key],
+                    contact.variables,
+                    source,
+                    contact.row,
+                    ContactStatus.PENDING.value,
+                    0,
+                    False,
+                    now,  # due since its import
+                    now,
+                    now,
                 )
-                continue
-            if contact.e164 in existing:
-                already += 1
-                continue
-            existing.add(contact.e164)
-            contacts.append(
-                {
-                    "campaign_id": campaign.id,
-                    "e164": contact.e164,
-                    "raw_phone": contact.raw,
-                    "extension": contact.extension,
-                    "name": contact.name[:200] if contact.name else None,
-                    "timezones": list(contact.timezones),
-                    "variables": contact.variables,
-                    "source": source,
-                    "source_row": contact.row,
-                    "status": ContactStatus.PENDING.value,
-                    "attempts_count": 0,
-                    "is_test": False,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+
+        _bulk_insert(session, cast(Table, Contact.__table__), _CONTACT_COLUMNS, new_contacts())
+        already, dnc_now = counts["already"], counts["dnc"]
         for rejected in result.rejected:
             rejections.append(
                 {
@@ -212,14 +328,13 @@ def import_contacts(
                 Rejection.campaign_id == campaign.id, Rejection.source == source
             )
         )
-        _insert_ignoring_conflicts(session, Contact, contacts)
         _insert_ignoring_conflicts(session, Rejection, rejections)
         campaign.updated_at = now
     summary = ImportSummary(
         campaign=campaign_name,
         source=source,
         rows=result.rows,
-        new=len(contacts),
+        new=counts["new"],
         already_present=already,
         duplicates=len(result.duplicates),
         rejected=len(result.rejected) + dnc_now,

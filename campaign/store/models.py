@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -25,10 +26,14 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    inspect,
+    select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -91,12 +96,51 @@ class Campaign(Base):
     contacts: Mapped[list[Contact]] = relationship(back_populates="campaign")
 
 
+#: contact statuses a claim picks from (`ContactStatus.PENDING`, `ContactStatus.RETRY`)
+DUE_STATUSES = ("pending", "retry")
+
+
+class ZoneSet(Base):
+    """A canonical list of IANA zones (sorted, without repeats) that contacts share.
+
+    A national list has a million contacts but a handful of zone sets, so a claim
+    evaluates calling hours once per set. The empty list is a set of its own: the
+    campaign's fallback zone applies to it when it is evaluated. Rows never change.
+    """
+
+    __tablename__ = "zone_sets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: the zones joined by spaces ("" for none): the lookup key
+    key: Mapped[str] = mapped_column(String(1000), unique=True)
+    zones: Mapped[list[Any]] = mapped_column(default=list)
+
+
 class Contact(Base):
     __tablename__ = "contacts"
     __table_args__ = (
         # a test call's contact (is_test) may share its number with a sheet's contact
         UniqueConstraint("campaign_id", "e164", "is_test", name="uq_contacts_campaign_e164"),
         Index("ix_contacts_due", "campaign_id", "status", "next_attempt_at"),
+        # The claim's index: per campaign, zone set and due status, the earliest due
+        # first. Only due contacts carry `due_at`, so the index holds only them; each
+        # probe states `due_at IS NOT NULL` or `due_at <= :now`, which both backends
+        # match to the predicate.
+        Index(
+            "ix_contacts_claim",
+            "campaign_id",
+            "zone_set_id",
+            "status",
+            "due_at",
+            "id",
+            sqlite_where=text("due_at IS NOT NULL"),
+            postgresql_where=text("due_at IS NOT NULL"),
+        ),
+        # a contact that is due but has no due_at would never be claimed
+        CheckConstraint(
+            "due_at IS NOT NULL OR is_test OR status NOT IN ('pending', 'retry')",
+            name="due_at_set",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -107,6 +151,8 @@ class Contact(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     #: IANA zones; calling hours must hold in each
     timezones: Mapped[list[Any]] = mapped_column(default=list)
+    #: the canonical form of `timezones` (kept in step on every ORM flush)
+    zone_set_id: Mapped[int] = mapped_column(ForeignKey("zone_sets.id"))
     variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: the sheet's absolute path, as long as the file system allows
     source: Mapped[str] = mapped_column(Text, default="")
@@ -114,6 +160,8 @@ class Contact(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts_count: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column()
+    #: when a due contact became due (its retry time, or its import time); NULL unless due
+    due_at: Mapped[datetime | None] = mapped_column()
     last_outcome: Mapped[str | None] = mapped_column(String(30))
     disposition: Mapped[str | None] = mapped_column(String(50))
     is_test: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -122,6 +170,78 @@ class Contact(Base):
 
     campaign: Mapped[Campaign] = relationship(back_populates="contacts")
     attempts: Mapped[list[Attempt]] = relationship(back_populates="contact")
+
+
+def zone_key(zones: Any) -> tuple[str, ...]:
+    """A contact's zones in canonical form: sorted, without repeats or blanks."""
+    return tuple(sorted({str(z) for z in zones or [] if z}))
+
+
+def due_at_for(
+    status: str, is_test: bool, next_attempt_at: datetime | None, since: datetime
+) -> datetime | None:
+    """`due_at` for a contact in this state: set only while a claim may pick it.
+
+    `since` is the moment it became due when no retry time says otherwise (its import).
+    """
+    if status not in DUE_STATUSES or is_test:
+        return None
+    return next_attempt_at or since
+
+
+def zone_set_ids(session: Session, keys: Any) -> dict[tuple[str, ...], int]:
+    """The ids of these canonical zone lists, creating the missing ones (race-safe)."""
+    wanted = set(keys)
+    found = _find_zone_sets(session, wanted)
+    missing = wanted - found.keys()
+    if missing:
+        dialect = session.get_bind().dialect.name
+        table: Any = ZoneSet.__table__
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        session.execute(
+            insert.on_conflict_do_nothing(),
+            [{"key": " ".join(k), "zones": list(k)} for k in sorted(missing)],
+        )
+        found.update(_find_zone_sets(session, missing))
+    return found
+
+
+def _find_zone_sets(session: Session, keys: set[tuple[str, ...]]) -> dict[tuple[str, ...], int]:
+    if not keys:
+        return {}
+    by_text = {" ".join(k): k for k in keys}
+    rows = session.execute(select(ZoneSet.key, ZoneSet.id).where(ZoneSet.key.in_(by_text)))
+    return {by_text[key]: zone_set_id for key, zone_set_id in rows}
+
+
+@event.listens_for(Session, "before_flush")
+def _keep_contacts_claimable(session: Session, _context: Any, _instances: Any) -> None:
+    """Every ORM write of a contact keeps `zone_set_id` and `due_at` true to its state.
+
+    Bulk statements (imports, cancel, resume) set both themselves.
+    """
+    contacts = [o for o in (*session.new, *session.dirty) if isinstance(o, Contact)]
+    if not contacts:
+        return
+    rezoned = [
+        c
+        for c in contacts
+        if c.zone_set_id is None or inspect(c).attrs.timezones.history.has_changes()
+    ]
+    ids = zone_set_ids(session, {zone_key(c.timezones) for c in rezoned})
+    rezoned_ids = {id(c) for c in rezoned}
+    now = utcnow()  # one moment per flush: contacts added together keep their id order
+    for contact in contacts:
+        if id(contact) in rezoned_ids:
+            contact.zone_set_id = ids[zone_key(contact.timezones)]
+        if contact.created_at is None:
+            contact.created_at = now
+        contact.due_at = due_at_for(
+            contact.status or DUE_STATUSES[0],
+            bool(contact.is_test),
+            contact.next_attempt_at,
+            contact.created_at,
+        )
 
 
 class Rejection(Base):

@@ -106,7 +106,8 @@ def start_test_call(
         session.flush()
         attempt = new_attempt(
             session,
-            contact,
+            contact.id,
+            campaign_id,
             campaign_name=campaign_name,
             dialer_id=dialer_id,
             is_test=True,

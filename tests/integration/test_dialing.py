@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +13,7 @@ from campaign.outcomes import AttemptStatus, CampaignStatus, ContactStatus, Outc
 from campaign.pacing import TokenBucket
 from campaign.store import Attempt, Contact, DncEntry, Ledger, open_ledger
 from campaign.store import dialing as store
+from campaign.windows import CallingWindow
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +21,8 @@ NY = ["America/New_York"]
 NOW = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)
 
 
-def always(_zones: Sequence[str]) -> bool:
-    return True
+#: open everywhere, every day: the claim tests below that are not about calling hours
+ALWAYS = CallingWindow(start=0, end=24 * 60, days=frozenset(range(7)), override_legal_limits=True)
 
 
 def setup(url: str, n: int, name: str = "c") -> tuple[Ledger, int]:
@@ -46,7 +46,7 @@ def claim(ledger: Ledger, campaign: int, **kw: object) -> store.ClaimResult:
         "wall": time.time(),
         "max_concurrent": 100,
         "bucket": TokenBucket(rate=1000.0),
-        "dialable": always,
+        "window": ALWAYS,
     }
     args.update(kw)
     return store.claim_next(ledger, campaign, **args)  # type: ignore[arg-type]
@@ -95,24 +95,39 @@ def test_only_due_dialable_non_dnc_contacts(any_ledger_url: str) -> None:
         session.add(DncEntry(e164=contacts[2].e164))
         contacts[3].timezones = ["Asia/Tokyo"]
         ids = [c.id for c in contacts]
-    in_new_york = lambda zones: zones == ["America/New_York"]  # noqa: E731
-    assert claim(ledger, campaign, dialable=in_new_york).reason == "none_due"
-    result = claim(ledger, campaign, now=NOW + timedelta(seconds=1), dialable=in_new_york)
+    # 15:00 UTC on a Wednesday: 10:00 in New York, midnight in Tokyo
+    new_york_hours = CallingWindow()
+    assert claim(ledger, campaign, window=new_york_hours).reason == "none_due"
+    with ledger.session() as session:  # the claim found the listed number and closed it
+        listed = session.get(Contact, ids[2])
+        assert listed is not None and listed.status == ContactStatus.DNC and listed.due_at is None
+    result = claim(ledger, campaign, now=NOW + timedelta(seconds=1), window=new_york_hours)
     assert result.claimed is not None and result.claimed.contact_id == ids[0]
-    assert store.close_dnc_contacts(ledger, campaign) == 1
     result = claim(ledger, campaign)
     assert result.claimed is not None and result.claimed.contact_id == ids[3]
 
 
-def test_window_filter_scans_past_a_closed_batch(any_ledger_url: str) -> None:
+def test_close_dnc_contacts_closes_only_waiting_listed_numbers(any_ledger_url: str) -> None:
+    ledger, campaign = setup(any_ledger_url, 3)
+    with ledger.session() as session:
+        contacts = session.scalars(select(Contact).order_by(Contact.id)).all()
+        contacts[1].status = ContactStatus.COMPLETED
+        session.add_all([DncEntry(e164=contacts[0].e164), DncEntry(e164=contacts[1].e164)])
+    assert store.close_dnc_contacts(ledger, campaign) == 1
+    assert store.summary(ledger, "c").contacts == {"dnc": 1, "completed": 1, "pending": 1}
+
+
+def test_claim_passes_over_closed_zone_sets(any_ledger_url: str) -> None:
     ledger, campaign = setup(any_ledger_url, 7)
     with ledger.session() as session:
         last = session.scalars(select(Contact).order_by(Contact.id.desc())).first()
         assert last is not None
         last.timezones = ["Europe/Paris"]
-    paris_only = lambda zones: zones == ["Europe/Paris"]  # noqa: E731
-    result = claim(ledger, campaign, dialable=paris_only, batch=2)
+    # 15:00-20:00: 16:00 in Paris, 10:00 in New York
+    afternoons = CallingWindow(start=15 * 60, end=20 * 60)
+    result = claim(ledger, campaign, window=afternoons)
     assert result.claimed is not None and result.claimed.timezones == ["Europe/Paris"]
+    assert claim(ledger, campaign, window=afternoons).reason == "none_due"
 
 
 def test_pacing_bucket_is_shared_through_the_ledger(any_ledger_url: str) -> None:

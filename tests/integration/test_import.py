@@ -28,8 +28,8 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def contacts(ledger_url: str, campaign: str) -> list[Contact]:
-    ledger = open_ledger(ledger_url, migrate=False)
+def contacts(any_ledger_url: str, campaign: str) -> list[Contact]:
+    ledger = open_ledger(any_ledger_url, migrate=False)
     with ledger.session() as session:
         campaign_id = store.get_or_create_campaign(session, campaign, "US").id
         return list(
@@ -39,15 +39,15 @@ def contacts(ledger_url: str, campaign: str) -> list[Contact]:
         )
 
 
-def test_import_writes_contacts_and_rejections(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_import_writes_contacts_and_rejections(any_ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(any_ledger_url)
     sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
     summary, _ = store.import_sheet(
         ledger, sheet, campaign="spring", region=None, default_region="US"
     )
     assert (summary.rows, summary.new, summary.already_present) == (4, 2, 0)
     assert (summary.duplicates, summary.rejected, summary.dnc) == (1, 1, 0)
-    ann, bob = contacts(ledger_url, "spring")
+    ann, bob = contacts(any_ledger_url, "spring")
     assert (ann.e164, ann.name, ann.extension, ann.source_row) == (
         "+14155552671",
         "Ann Lee",
@@ -68,23 +68,23 @@ def test_import_writes_contacts_and_rejections(ledger_url: str, tmp_path: Path) 
         assert rejections[1].cells["First Name"] == "Cy"
 
 
-def test_importing_the_same_sheet_twice_adds_nothing(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_importing_the_same_sheet_twice_adds_nothing(any_ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(any_ledger_url)
     sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
     store.import_sheet(ledger, sheet, campaign="spring", region="US", default_region="US")
     again, _ = store.import_sheet(
         ledger, sheet, campaign="spring", region="US", default_region="US"
     )
     assert (again.new, again.already_present) == (0, 2)
-    assert len(contacts(ledger_url, "spring")) == 2
+    assert len(contacts(any_ledger_url, "spring")) == 2
     with ledger.session() as session:
         assert len(session.scalars(select(Rejection)).all()) == 2  # replaced, not doubled
 
 
 def test_dedupe_spans_sheets_of_one_campaign_but_not_campaigns(
-    ledger_url: str, tmp_path: Path
+    any_ledger_url: str, tmp_path: Path
 ) -> None:
-    ledger = open_ledger(ledger_url)
+    ledger = open_ledger(any_ledger_url)
     first = read_sheet(write(tmp_path / "a.csv", SHEET))
     second = read_sheet(
         write(tmp_path / "b.csv", "Name,Mobile\nAnn L.,4155552671\nDee,(646) 555-0100\n")
@@ -94,7 +94,7 @@ def test_dedupe_spans_sheets_of_one_campaign_but_not_campaigns(
         ledger, second, campaign="spring", region=None, default_region="US"
     )
     assert (summary.new, summary.already_present) == (1, 1)
-    assert [c.e164 for c in contacts(ledger_url, "spring")] == [
+    assert [c.e164 for c in contacts(any_ledger_url, "spring")] == [
         "+14155552671",
         "+12125550187",
         "+16465550100",
@@ -105,8 +105,8 @@ def test_dedupe_spans_sheets_of_one_campaign_but_not_campaigns(
     assert other.new == 2
 
 
-def test_campaign_region_is_used_when_none_is_given(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_campaign_region_is_used_when_none_is_given(any_ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(any_ledger_url)
     gb = read_sheet(write(tmp_path / "gb.csv", "Name,Phone\nAnn,07911 123456\n"))
     store.import_sheet(ledger, gb, campaign="uk", region="GB", default_region="US")
     more = read_sheet(write(tmp_path / "gb2.csv", "Name,Phone\nBob,020 7946 0958\n"))
@@ -117,8 +117,8 @@ def test_campaign_region_is_used_when_none_is_given(ledger_url: str, tmp_path: P
     assert summary.new == 1
 
 
-def test_dnc_list_is_applied_at_import(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_dnc_list_is_applied_at_import(any_ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(any_ledger_url)
     with ledger.session() as session:
         added = store.add_dnc(session, ["+12125550187", "+12125550187"], note="asked")
         assert (added.added, added.already_listed) == (1, 0)
@@ -132,24 +132,26 @@ def test_dnc_list_is_applied_at_import(ledger_url: str, tmp_path: Path) -> None:
         ledger, sheet, campaign="spring", region=None, default_region="US"
     )
     assert (summary.new, summary.dnc) == (1, 1)
-    assert [c.e164 for c in contacts(ledger_url, "spring")] == ["+14155552671"]
+    assert [c.e164 for c in contacts(any_ledger_url, "spring")] == ["+14155552671"]
     with ledger.session() as session:
         reasons = {r.source_row: r.reason for r in session.scalars(select(Rejection))}
         assert reasons[3] == "do_not_call"
 
 
-def test_dnc_added_after_a_check_still_blocks_the_import(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_dnc_added_after_a_check_still_blocks_the_import(
+    any_ledger_url: str, tmp_path: Path
+) -> None:
+    ledger = open_ledger(any_ledger_url)
     result = validate_sheet(write(tmp_path / "leads.csv", SHEET), region="US")
     with ledger.session() as session:
         store.add_dnc(session, ["+14155552671"])
     summary = store.import_contacts(ledger, "spring", result, "leads.csv")
     assert (summary.new, summary.dnc, summary.rejected) == (1, 1, 2)
-    assert [c.e164 for c in contacts(ledger_url, "spring")] == ["+12125550187"]
+    assert [c.e164 for c in contacts(any_ledger_url, "spring")] == ["+12125550187"]
 
 
-def test_dnc_entries_remove_and_counts(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_dnc_entries_remove_and_counts(any_ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(any_ledger_url)
     with ledger.session() as session:
         store.add_dnc(session, ["+14155552671", "+12125550187"], source="import")
     with ledger.session() as session:

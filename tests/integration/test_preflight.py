@@ -20,9 +20,11 @@ from campaign.store import Contact, Ledger, open_ledger
 from campaign.store import dialing as store
 from campaign.store import preflight as calls
 from campaign.store.imports import add_dnc, campaign_counts, import_sheet
+from campaign.windows import CallingWindow
 
 pytestmark = pytest.mark.integration
 
+ALWAYS = CallingWindow(start=0, end=24 * 60, days=frozenset(range(7)), override_legal_limits=True)
 WED_NOON_NY = datetime(2026, 3, 4, 17, 0, tzinfo=UTC)  # Wednesday 12:00 in New York
 WED_NIGHT_NY = datetime(2026, 3, 5, 3, 0, tzinfo=UTC)  # Wednesday 22:00 in New York
 NY_NUMBER = "+12127360101"
@@ -105,6 +107,7 @@ def test_a_test_call_is_kept_out_of_the_campaign(ledger_url: str, tmp_path: Path
     with ledger.session() as session:
         contact = session.get(Contact, claimed.contact_id)
         assert contact is not None and contact.is_test
+        assert contact.zone_set_id is not None and contact.due_at is None
         contact.status = ContactStatus.RETRY.value
     result = store.claim_next(
         ledger,
@@ -115,7 +118,7 @@ def test_a_test_call_is_kept_out_of_the_campaign(ledger_url: str, tmp_path: Path
         wall=0.0,
         max_concurrent=10,
         bucket=TokenBucket(rate=100.0),
-        dialable=lambda zones: True,
+        window=ALWAYS,
     )
     assert result.claimed is not None and result.claimed.e164 == "+12127360102"
     assert (
@@ -128,11 +131,11 @@ def test_a_test_call_is_kept_out_of_the_campaign(ledger_url: str, tmp_path: Path
             wall=1000.0,
             max_concurrent=10,
             bucket=TokenBucket(rate=100.0),
-            dialable=lambda zones: True,
+            window=ALWAYS,
         ).reason
         == "none_due"
     )
-    assert store.waiting_contacts(ledger, campaign) == []
+    assert store.next_due(ledger, campaign, window=ALWAYS, now=WED_NOON_NY).at is None
     ledger.dispose()
 
 

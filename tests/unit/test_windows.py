@@ -125,3 +125,16 @@ def test_parse_days_forms() -> None:
     assert parse_days("fri-mon") == frozenset({4, 5, 6, 0})
     assert parse_days(["Monday", "wed"]) == frozenset({0, 2})
     assert parse_clock("24:00", allow_midnight_end=True) == 24 * 60
+
+
+def test_next_open_ever_looks_a_year_ahead_and_says_never() -> None:
+    window = CallingWindow()
+    june = utc(2026, 6, 3, 12, 0)
+    # 09:00 in Tokyo is 20:00 in New York under daylight time: no common hour until
+    # New York falls back in November (09:00 JST = 19:00 EST, on a Tuesday in Tokyo).
+    assert window.next_open(["Asia/Tokyo", "America/New_York"], june) is None
+    opens = window.next_open_ever(["Asia/Tokyo", "America/New_York"], june)
+    assert opens == utc(2026, 11, 3, 0, 0)
+    assert window.is_open(["Asia/Tokyo", "America/New_York"], opens)
+    # Auckland and London are 11 to 13 hours apart: 09:00-20:00 never overlaps.
+    assert window.next_open_ever(["Pacific/Auckland", "Europe/London"], june) is None

@@ -1,0 +1,532 @@
+"""Claims benchmark: claim and next-due cost at 10k, 100k and 1M contacts, both ledgers.
+
+    .venv/bin/python benchmarks/claims.py                        # 10k,100k,1M; both backends
+    .venv/bin/python benchmarks/claims.py --sizes 10k,100k --backends sqlite
+
+Ledgers are built once, through `import_sheet` (the `dialer import` path), under
+`benchmarks/.data/` (git-ignored; PostgreSQL in a cluster kept there) and reused.
+Contact sheets mix US coast to coast, UK, AU and IN numbers, the US and AU 90%
+first. For each backend and size, in a fresh process (its own peak RSS):
+
+- all open:        00:00-24:00 every day, everyone is open;
+- 90% closed first: 09:00-20:00 Mon-Sat at 12:00 UTC on a January Wednesday: the US
+                   (07:00 in New York) and AU (20:00 in Perth) are closed, UK and IN open;
+- none open:       the same hours on a Sunday.
+
+Each claim is released (its contact back to pending) outside the timed part, so the
+ledger stays as built. The baseline is the 10k ledger: the script prints the 1M/10k
+ratio of every figure. Then, on PostgreSQL, 1 (baseline), 2 and 4 processes claim
+at once (large and small caps): total claims/s and the highest in-flight count any
+claim saw. Then `dialer import` of a 1M-row CSV on each backend against
+`dialer check` of the same file (the validation alone), wall time and peak RSS.
+A refused or failed call is counted and printed, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT / "benchmarks" / ".data"
+PYTHON = sys.executable
+DIALER = str(Path(PYTHON).parent / "dialer")
+CAMPAIGN = "bench"
+
+US = ["212", "718", "305", "404", "312", "214", "303", "602", "415", "213", "206", "808", "907"]
+SCENARIOS = ("all open", "90% closed first", "none open")
+WEDNESDAY_NOON = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)
+SUNDAY_NOON = datetime(2026, 1, 18, 12, 0, tzinfo=UTC)
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("km")) * scale)
+
+
+def label(size: int) -> str:
+    return f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k"
+
+
+# -- sheets ---------------------------------------------------------------------------
+
+
+def _closed_number(rng: random.Random) -> str:
+    """US (coast to coast, Hawaii, Alaska) or AU (Sydney, Perth, mobiles: every AU zone)."""
+    if rng.random() < 0.75:
+        return f"+1{rng.choice(US)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}"
+    kind = rng.randrange(3)
+    if kind == 0:
+        return f"+612{rng.randint(80000000, 99999999)}"
+    if kind == 1:
+        return f"+618{rng.randint(90000000, 99999999)}"
+    return f"+614{rng.randint(10000000, 99999999)}"
+
+
+def _open_number(rng: random.Random) -> str:
+    """UK (London, mobiles) or IN (mobiles)."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        return f"+4420{rng.randint(70000000, 89999999)}"
+    if kind == 1:
+        return f"+447{rng.randint(400000000, 999999999)}"
+    return f"+919{rng.randint(100000000, 899999999)}"
+
+
+def write_sheet(path: Path, rows: int) -> Path:
+    if path.exists():
+        return path
+    rng = random.Random(rows)
+    closed = int(rows * 0.9)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as out:
+        out.write("name,phone,plan\n")
+        for i in range(rows):
+            number = _closed_number(rng) if i < closed else _open_number(rng)
+            out.write(f"Contact {i},{number},{rng.choice(('gold', 'silver'))}\n")
+    tmp.rename(path)
+    return path
+
+
+# -- PostgreSQL: a cluster kept under benchmarks/.data/pg -----------------------------
+
+
+class Postgres:
+    """A persistent cluster on loopback, built with the tests' helpers (Debian binaries)."""
+
+    def __init__(self) -> None:
+        from tests.pg import _as_owner, _bin_dir, _free_port
+
+        self.bin, self.as_owner = _bin_dir(), _as_owner
+        self.owner = "postgres" if os.geteuid() == 0 else None
+        self.data = DATA / "pg"
+        self.port = _free_port()
+        self.user = self.owner or os.environ.get("USER", "postgres")
+
+    def start(self) -> None:
+        DATA.mkdir(parents=True, exist_ok=True)
+        if not (self.data / "PG_VERSION").exists():
+            self.data.mkdir(parents=True, exist_ok=True)
+            if self.owner:
+                shutil.chown(self.data, self.owner, self.owner)
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port}"
+            f" -c unix_socket_directories={self.data} -c max_connections=50"
+            " -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off"
+        )
+        log = self.data / "server.log"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(log), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = self.as_owner([str(self.bin / tool), *args], self.owner)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def database(self, name: str, *, fresh: bool = False) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists and fresh:
+                conn.execute(f'DROP DATABASE "{name}"')
+            if not exists or fresh:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+# -- child processes ------------------------------------------------------------------
+
+
+def child(*args: str) -> dict[str, Any]:
+    """Run this script in a fresh process: its JSON answer, wall time and peak RSS (MiB)."""
+    result = measured([PYTHON, __file__, *args], dict(os.environ))
+    try:
+        answer: dict[str, Any] = json.loads(result.pop("output").strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        answer = {"error": result.get("error", "no answer")}
+    return {**answer, **result}
+
+
+def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Wall time and peak RSS of a command (`dialer import`, `dialer check`)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, cwd=ROOT)
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        problems = errors.read().decode()
+    result: dict[str, Any] = {
+        "wall": time.perf_counter() - started,
+        "rss_mib": usage.ru_maxrss / 1024,
+        "rc": proc.returncode,
+        "output": output,
+    }
+    if proc.returncode != 0:
+        tail = (problems + output).strip().splitlines() or [f"exit status {proc.returncode}"]
+        result["error"] = tail[-1]
+    return result
+
+
+def build(url: str, sheet: str) -> dict[str, Any]:
+    """Import the sheet into the ledger once (nothing is written when it is already there)."""
+    from campaign.contacts import read_sheet
+    from campaign.store import open_ledger
+    from campaign.store.imports import import_sheet
+
+    ledger = open_ledger(url)
+    started = time.perf_counter()
+    summary, _ = import_sheet(
+        ledger, read_sheet(Path(sheet)), campaign=CAMPAIGN, region="US", default_region="US"
+    )
+    if ledger.is_postgres:
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    return {"new": summary.new, "seconds": time.perf_counter() - started}
+
+
+def scenario_window(name: str) -> tuple[Any, datetime]:
+    from campaign.windows import CallingWindow
+
+    if name == "all open":
+        return (
+            CallingWindow(
+                start=0, end=24 * 60, days=frozenset(range(7)), override_legal_limits=True
+            ),
+            WEDNESDAY_NOON,
+        )
+    if name == "90% closed first":
+        return CallingWindow(), WEDNESDAY_NOON
+    return CallingWindow(), SUNDAY_NOON
+
+
+def claims(url: str, n: int) -> dict[str, Any]:
+    """Claim p50/p95 and next-due per scenario, each claim released untimed."""
+    from campaign.outcomes import ContactStatus, Outcome
+    from campaign.pacing import TokenBucket
+    from campaign.store import dialing as store
+    from campaign.store import open_ledger
+
+    ledger = open_ledger(url)
+    campaign = store.campaign_id(ledger, CAMPAIGN)
+    contacts = store.contact_count(ledger, campaign)
+    bucket = TokenBucket(rate=1e9)
+    results: dict[str, Any] = {"contacts": contacts}
+    for name in SCENARIOS:
+        window, now = scenario_window(name)
+        times, refused, reasons = [], 0, set()
+        for _ in range(n):
+            started = time.perf_counter()
+            try:
+                result = store.claim_next(
+                    ledger,
+                    campaign,
+                    campaign_name=CAMPAIGN,
+                    dialer_id="bench",
+                    now=now,
+                    wall=time.time(),
+                    max_concurrent=1_000_000,
+                    bucket=bucket,
+                    window=window,
+                )
+            except Exception:  # a refused claim is counted, not raised
+                refused += 1
+                continue
+            times.append(time.perf_counter() - started)
+            reasons.add(result.reason)
+            if result.claimed is not None:
+                store.finalise_attempt(
+                    ledger,
+                    result.claimed.attempt_id,
+                    outcome=Outcome.CANCELLED,
+                    ended_at=now,
+                    decide=lambda _o, _d, _s: (ContactStatus.PENDING, None),
+                )
+        due_times = []
+        for _ in range(max(5, n // 10)):
+            started = time.perf_counter()
+            store.next_due(ledger, campaign, window=window, now=now)
+            due_times.append(time.perf_counter() - started)
+        times.sort()
+        results[name] = {
+            "p50": statistics.median(times) if times else None,
+            "p95": times[int(len(times) * 0.95) - 1] if times else None,
+            "next_due": statistics.median(due_times),
+            "reasons": sorted(reasons),
+            "refused": refused,
+        }
+    return results
+
+
+def concurrent_worker(url: str, seconds: float, cap: int, start_at: float) -> dict[str, Any]:
+    """Claim for `seconds` from `start_at`; each call is held 20 ms, then released."""
+    from campaign.outcomes import ContactStatus, Outcome
+    from campaign.pacing import TokenBucket
+    from campaign.store import dialing as store
+    from campaign.store import open_ledger
+
+    ledger = open_ledger(url, migrate=False)
+    campaign = store.campaign_id(ledger, CAMPAIGN)
+    window, now = scenario_window("all open")
+    bucket = TokenBucket(rate=1e9)
+    held: deque[tuple[float, int]] = deque()
+    claimed = capped = refused = 0
+    highest = 0
+
+    def release(attempt: int) -> None:
+        store.finalise_attempt(
+            ledger,
+            attempt,
+            outcome=Outcome.CANCELLED,
+            ended_at=now,
+            decide=lambda _o, _d, _s: (ContactStatus.PENDING, None),
+        )
+
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + seconds
+    while time.time() < end:
+        while held and time.monotonic() - held[0][0] >= 0.02:
+            release(held.popleft()[1])
+        try:
+            result = store.claim_next(
+                ledger,
+                campaign,
+                campaign_name=CAMPAIGN,
+                dialer_id=f"bench-{os.getpid()}",
+                now=now,
+                wall=time.time(),
+                max_concurrent=cap,
+                bucket=bucket,
+                window=window,
+            )
+        except Exception:  # a refused claim is counted, not raised
+            refused += 1
+            continue
+        highest = max(highest, result.in_flight)
+        if result.claimed is not None:
+            claimed += 1
+            held.append((time.monotonic(), result.claimed.attempt_id))
+        elif result.reason == "capped":
+            capped += 1
+            time.sleep(0.002)
+    for _, attempt in held:
+        release(attempt)
+    return {"claimed": claimed, "capped": capped, "refused": refused, "highest": highest}
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+def ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10k,100k,1M")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--claims", type=int, default=200, help="claims per scenario")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency run")
+    parser.add_argument("--import-rows", default="1M", help="rows for the import run (0: skip)")
+    parser.add_argument(
+        "--parts", default="claims,concurrency,import", help="which measurements to run"
+    )
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, *rest = args.worker
+        if kind == "build":
+            answer = build(rest[0], rest[1])
+        elif kind == "claims":
+            answer = claims(rest[0], int(rest[1]))
+        else:
+            answer = concurrent_worker(rest[0], float(rest[1]), int(rest[2]), float(rest[3]))
+        print(json.dumps(answer))
+        return
+
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    backends = [b.strip() for b in args.backends.split(",")]
+    DATA.mkdir(parents=True, exist_ok=True)
+    pg = Postgres() if "postgresql" in backends else None
+    if pg is not None:
+        pg.start()
+    try:
+        run(args, sizes, backends, pg)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def ledger_url(backend: str, size: int, pg: Postgres | None) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{DATA / f'claims-{label(size)}.db'}"
+    assert pg is not None
+    return pg.database(f"claims_{label(size).lower()}")
+
+
+def run(
+    args: argparse.Namespace, sizes: list[int], backends: list[str], pg: Postgres | None
+) -> None:
+    big = max(sizes)
+    if "claims" in args.parts:
+        claim_table(args, sizes, backends, pg)
+    if pg is not None and "concurrency" in args.parts:
+        concurrency(args, pg, big)
+    rows = parse_size(args.import_rows)
+    if rows and "import" in args.parts:
+        imports(rows, backends, pg)
+
+
+def claim_table(
+    args: argparse.Namespace, sizes: list[int], backends: list[str], pg: Postgres | None
+) -> None:
+    table: dict[tuple[str, int], dict[str, Any]] = {}
+    for size in sizes:
+        sheet = write_sheet(DATA / f"contacts-{label(size)}.csv", size)
+        for backend in backends:
+            url = ledger_url(backend, size, pg)
+            built = child("--worker", "build", url, str(sheet))
+            if built.get("new"):
+                took = f"{built['seconds']:.1f} s"
+                print(f"built {backend} {label(size)}: {built['new']} contacts in {took}")
+            elif "error" in built:
+                print(f"building {backend} {label(size)} failed: {built['error']}")
+            table[backend, size] = child("--worker", "claims", url, str(args.claims))
+
+    print("\n| contacts | scenario | backend | claim p50 | claim p95 | next due | peak RSS |")
+    print("|---:|---|---|---:|---:|---:|---:|")
+    for size in sizes:
+        for name in SCENARIOS:
+            for backend in backends:
+                found = table[backend, size]
+                if "error" in found:
+                    print(f"| {label(size)} | {name} | {backend} | refused: {found['error']} |")
+                    continue
+                row = found[name]
+                refused = f" ({row['refused']} refused)" if row["refused"] else ""
+                print(
+                    f"| {label(size)} | {name} | {backend} | {ms(row['p50'])}{refused}"
+                    f" | {ms(row['p95'])} | {ms(row['next_due'])} | {found['rss_mib']:.0f} MiB |"
+                )
+    small, big = min(sizes), max(sizes)
+    if small != big:
+        print(f"\nratio {label(big)}/{label(small)} (baseline: the {label(small)} ledger)")
+        for name in SCENARIOS:
+            for backend in backends:
+                a, b = table[backend, small], table[backend, big]
+                if "error" in a or "error" in b:
+                    continue
+                claim = (b[name]["p50"] or 0) / max(a[name]["p50"] or 1e-9, 1e-9)
+                due = b[name]["next_due"] / max(a[name]["next_due"], 1e-9)
+                print(f"  {name:17} {backend:10} claim p50 x{claim:.2f}  next due x{due:.2f}")
+
+
+def concurrency(args: argparse.Namespace, pg: Postgres, size: int) -> None:
+    url = pg.database(f"claims_{label(size).lower()}")
+    print(f"\nPostgreSQL, {label(size)} contacts, all open, each call held 20 ms")
+    print("(baseline: one process; 'highest in flight' is the count each claim saw under lock):")
+    print("| processes | cap | claims/s (total) | highest in flight | capped | refused |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    baseline: dict[int, float] = {}
+    for cap in (1000, 3):
+        for processes in (1, 2, 4):
+            start_at = time.time() + 3.0
+            worker_args = [str(args.seconds), str(cap), str(start_at)]
+            procs = [
+                subprocess.Popen(
+                    [PYTHON, __file__, "--worker", "concurrent", url, *worker_args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=ROOT,
+                )
+                for _ in range(processes)
+            ]
+            answers = []
+            for proc in procs:
+                out, err = proc.communicate()
+                try:
+                    answers.append(json.loads(out.decode().strip().splitlines()[-1]))
+                except (IndexError, json.JSONDecodeError):
+                    tail = (err.decode().strip().splitlines() or ["no output"])[-1]
+                    answers.append({"claimed": 0, "capped": 0, "refused": 1, "highest": 0})
+                    print(f"  a worker failed: {tail}")
+            rate = sum(a["claimed"] for a in answers) / args.seconds
+            baseline.setdefault(cap, rate)
+            print(
+                f"| {processes} | {cap} | {rate:.0f} (x{rate / max(baseline[cap], 1e-9):.2f})"
+                f" | {max(a['highest'] for a in answers)}"
+                f" | {sum(a['capped'] for a in answers)} | {sum(a['refused'] for a in answers)} |"
+            )
+
+
+def imports(rows: int, backends: list[str], pg: Postgres | None) -> None:
+    sheet = write_sheet(DATA / f"contacts-{label(rows)}.csv", rows)
+    env = dict(os.environ)
+    print(
+        f"\n`dialer import` of {label(rows)} rows (baseline: `dialer check`, the validation alone):"
+    )
+    print("| backend | job | wall | peak RSS | ratio to check |")
+    print("|---|---|---:|---:|---:|")
+    check = measured([DIALER, "check", str(sheet), "--region", "US"], env)
+    print(f"| — | dialer check | {check['wall']:.1f} s | {check['rss_mib']:.0f} MiB | x1.00 |")
+    for backend in backends:
+        if backend == "sqlite":
+            target = DATA / "import.db"
+            for leftover in DATA.glob("import.db*"):
+                leftover.unlink()
+            url = f"sqlite:///{target}"
+        else:
+            assert pg is not None
+            url = pg.database("import_bench", fresh=True)
+        job = [DIALER, "import", str(sheet), "--campaign", "imported", "--region", "US"]
+        done = measured([*job, "--db", url], env)
+        again = measured([*job, "--db", url], env)  # idempotent: nothing new the second time
+        for what, result in (("dialer import", done), ("import again", again)):
+            if "error" in result:
+                print(f"| {backend} | {what} | refused: {result['error']} | | |")
+                continue
+            print(
+                f"| {backend} | {what} | {result['wall']:.1f} s | {result['rss_mib']:.0f} MiB"
+                f" | x{result['wall'] / check['wall']:.2f} |"
+            )
+        if backend == "sqlite":
+            for leftover in DATA.glob("import.db*"):
+                leftover.unlink()
+        elif pg is not None:
+            pg.drop("import_bench")
+
+
+if __name__ == "__main__":
+    main()
