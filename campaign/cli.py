@@ -28,7 +28,8 @@ from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from campaign import dialer, preflight
+from campaign import preflight
+from campaign import runner as dialer  # `dialer run`, status and control live in the runner
 from campaign.call import CallError, call_number
 from campaign.config import SettingsError, get_settings
 from campaign.contacts import (

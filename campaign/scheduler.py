@@ -51,10 +51,10 @@ from apscheduler.triggers.cron import CronTrigger
 from campaign.campaign_file import CampaignConfig, CampaignFileError, load_campaign
 from campaign.config import Settings, SettingsError
 from campaign.contacts import SheetError, validate_sheet
-from campaign.dialer import USER_ERRORS as DIALER_ERRORS
-from campaign.dialer import dial_campaign
 from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxError, InboxPaths, pick_up
 from campaign.report import ReportError, default_report_path, write_report
+from campaign.runner import USER_ERRORS as DIALER_ERRORS
+from campaign.runner import dial_campaign
 from campaign.store import Ledger, open_ledger
 from campaign.store import schedules as store
 from campaign.store.imports import import_contacts

@@ -30,7 +30,8 @@ from campaign.outcomes import (
 )
 from campaign.pacing import TokenBucket
 from campaign.store.db import Ledger
-from campaign.store.models import Attempt, CallRecord, Campaign, Contact, DncEntry
+from campaign.store.leases import db_now
+from campaign.store.models import Attempt, CallRecord, Campaign, Contact, DialerLease, DncEntry
 
 #: contact statuses the claim picks from
 DUE_STATUSES = (ContactStatus.PENDING.value, ContactStatus.RETRY.value)
@@ -89,6 +90,10 @@ class InFlight:
     claimed_at: datetime
     dial_started_at: datetime | None
     answered_at: datetime | None
+    #: the owner's lease is current (it may be finishing the attempt itself)
+    owner_alive: bool = False
+    #: the database's clock when this was read
+    read_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,8 @@ class CampaignSummary:
     next_attempt_at: datetime | None = None
     first_dial_at: datetime | None = None
     last_dial_at: datetime | None = None
+    #: what each live dialer of the campaign is doing (filled by the runner's `status`)
+    dialers: list[str] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
@@ -370,11 +377,14 @@ def finalise_attempt(
     answered_at: datetime | None = None,
     disposition: str | None = None,
     add_dnc: bool = False,
+    only_undialed: bool = False,
 ) -> Finalised | None:
     """Close the attempt and move its contact on, once; None if it was already closed.
 
     `decide(outcome, dials, same_outcome)` returns the contact's next status and due
-    time (the retry rules); the counts include this attempt.
+    time (the retry rules); the counts include this attempt. With `only_undialed` the
+    update is guarded by `dialing AND dial_started_at IS NULL`: None means the owner
+    dialed meanwhile (or closed it), so the attempt is not settled here.
     """
     with ledger.session() as session:
         _serialise(session)
@@ -388,10 +398,13 @@ def finalise_attempt(
         }
         if answered_at is not None:
             values["answered_at"] = answered_at
+        guard = (
+            (Attempt.status == AttemptStatus.DIALING.value) & Attempt.dial_started_at.is_(None)
+            if only_undialed
+            else Attempt.status != AttemptStatus.DONE.value
+        )
         done = session.execute(
-            update(Attempt)
-            .where(Attempt.id == attempt_id, Attempt.status != AttemptStatus.DONE.value)
-            .values(**values)
+            update(Attempt).where(Attempt.id == attempt_id, guard).values(**values)
         )
         if not done.rowcount:  # type: ignore[attr-defined]
             return None
@@ -426,8 +439,13 @@ def finalise_attempt(
 
 
 def in_flight_attempts(ledger: Ledger, campaign: int) -> list[InFlight]:
-    """Attempts left `dialing` or `in_call` (by this process, another, or a dead one)."""
+    """Attempts left `dialing` or `in_call` (by this process, another, or a dead one),
+    each with whether its owner's lease is current (by the database's clock)."""
     with ledger.session() as session:
+        now = db_now(session)
+        alive = set(
+            session.scalars(select(DialerLease.dialer_id).where(DialerLease.expires_at > now))
+        )
         rows = session.execute(
             select(Attempt, Contact.e164)
             .join(Contact, Contact.id == Attempt.contact_id)
@@ -445,6 +463,8 @@ def in_flight_attempts(ledger: Ledger, campaign: int) -> list[InFlight]:
                 claimed_at=a.claimed_at,
                 dial_started_at=a.dial_started_at,
                 answered_at=a.answered_at,
+                owner_alive=a.dialer_id in alive,
+                read_at=now,
             )
             for a, e164 in rows
         ]

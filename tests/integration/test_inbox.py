@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from campaign.config import get_settings
-from campaign.dialer import dial_campaign
+from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler
 from campaign.store import Contact, open_ledger
 from campaign.store.models import Rejection
