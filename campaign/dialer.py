@@ -496,11 +496,12 @@ class Dialer:
         next_due = await self._next_dialable(now)
         self.stats.next_due = next_due
         if next_due is None:
+            await self._reconcile()  # what others left may put contacts back
             if self._tasks:
                 self.stats.state = "waiting for calls in flight"
                 await self._idle(1.0)
                 return True
-            if await self._others_in_flight():
+            if await self.db(store.in_flight_attempts, self.campaign_id):
                 # Calls of another dialer (alive, or not yet expired) may put contacts back.
                 self.stats.state = "waiting for other dialers' calls"
                 await self._idle(self.options.heartbeat)
@@ -529,12 +530,6 @@ class Dialer:
         found = [self.window.next_open(list(k), due) for k, due in earliest.items()]
         opens = [t for t in found if t is not None]
         return min(opens) if opens else None
-
-    async def _others_in_flight(self) -> bool:
-        """Attempts in flight that no task of this process handles; reconciles them."""
-        await self._reconcile()
-        rows = await self.db(store.in_flight_attempts, self.campaign_id)
-        return any(r.attempt_id not in self._active for r in rows)
 
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
