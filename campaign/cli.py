@@ -325,7 +325,11 @@ def run(
         int | None, typer.Option("--max-attempts", min=1, help="Stop after N attempts.")
     ] = None,
     max_wait: Annotated[
-        str, typer.Option("--max-wait", help="Wait at most this long for the next due contact.")
+        str,
+        typer.Option(
+            "--max-wait",
+            help="Wait at most this long for the next due contact, or for a part that is down.",
+        ),
     ] = "15m",
     db: DbOption = None,
 ) -> None:
@@ -335,7 +339,7 @@ def run(
             campaign_file, db=db, until=until, max_attempts=max_attempts, max_wait=max_wait
         )
     except dialer.USER_ERRORS as exc:
-        fail(str(exc))
+        fail(str(exc), code=getattr(exc, "exit_code", 1))
     out.print(status_table(report.summary))
     retry = f"dialer report {report.summary.name}"
     workbook = report.workbook or f"not written (see the error above; retry: {retry})"
@@ -394,7 +398,7 @@ def call(
             on_event=lambda at, text: out.print(f"{at:6.1f} s  {text}"),
         )
     except (CallError, *dialer.USER_ERRORS) as exc:
-        fail(str(exc))
+        fail(str(exc), code=getattr(exc, "exit_code", 1))
     out.print(f"[bold]Test call to {report.masked}[/bold]", markup=True)
     for line in report.lines():
         out.print(line)

@@ -11,9 +11,12 @@ without a dial, nothing left in flight.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -540,3 +543,50 @@ def test_kill_at_each_step_then_restart(
     calls = len(tel.calls)
     assert calls == sum(1 for o in expected if o not in UNDIALED and o != "unknown")
     assert_invariants(ledger, tel)
+
+
+# -- LiveKit unreachable from the start: one line naming the URL, a non-zero exit ----------------
+
+
+@pytest.mark.parametrize("command", ["run", "call"])
+def test_livekit_unreachable_exits_3_naming_the_url(
+    sqlite_ledger_url: str, tmp_path: Path, command: str
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    (tmp_path / "c.csv").write_text("Name,Phone\nAda,+1 212-736-0101\n")
+    (tmp_path / "c.yaml").write_text(
+        "name: unreachable\ncontacts: c.csv\ntrunk_id: ST_x\nagent_name: a\n"
+        "calling_hours: {start: '00:00', end: '24:00', days: all, override_legal_limits: true}\n"
+    )
+    env = {
+        **os.environ,
+        "DIALER_DATABASE_URL": sqlite_ledger_url,
+        "LIVEKIT_URL": f"http://127.0.0.1:{port}",
+        "LIVEKIT_API_KEY": "key",
+        "LIVEKIT_API_SECRET": "secret" * 6,
+        "DIALER_LOG_LEVEL": "ERROR",
+    }
+    args = (
+        ["run", str(tmp_path / "c.yaml")]
+        if command == "run"
+        else ["call", "+12127360101", "--config", str(tmp_path / "c.yaml")]
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dialer"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"http://127.0.0.1:{port}" in lines[0], done.stderr
+    ledger = open_ledger(sqlite_ledger_url)
+    try:
+        assert all(a.status == "done" for a in attempts(ledger))  # nothing left in flight
+        assert not [a for a in attempts(ledger) if a.dial_started_at is not None]
+    finally:
+        ledger.dispose()
