@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from agent.assistant import Assistant, CallState, HangUp, script_variables
 from agent.providers import Providers, build_providers, preload_turn_detector
-from agent.recorder import CallRecorder
+from agent.recorder import CallRecorder, replay_spool, spool_dir
 from campaign.config import Settings, get_settings
 from campaign.contract import DialRequest
 from campaign.outcomes import AmdResult, EndReason
@@ -123,6 +123,9 @@ async def entrypoint(ctx: JobContext) -> None:
     }
     settings = get_settings()
     ledger = _ledger(settings.database_url)
+    # records that the ledger refused earlier (spooled by a past job) go in first
+    with contextlib.suppress(OSError):
+        await asyncio.to_thread(replay_spool, ledger, spool_dir())
     call = CallState()
     recorder = CallRecorder(ledger=ledger, request=request, room_name=ctx.room.name, call=call)
     ctx.add_shutdown_callback(recorder.finish)

@@ -493,15 +493,18 @@ class Dialer:
     async def _wait_for_due(self, now: datetime) -> bool:
         """Nothing is dialable now: wait for the next due contact, or say the run is over."""
         await self.db(store.close_dnc_contacts, self.campaign_id)
+        await self._reconcile()  # what others left may put contacts back
+        # In flight is read before what is waiting: an attempt settled in between is seen
+        # in one or the other, never in neither.
+        others = await self.db(store.in_flight_attempts, self.campaign_id)
         next_due = await self._next_dialable(now)
         self.stats.next_due = next_due
         if next_due is None:
-            await self._reconcile()  # what others left may put contacts back
             if self._tasks:
                 self.stats.state = "waiting for calls in flight"
                 await self._idle(1.0)
                 return True
-            if await self.db(store.in_flight_attempts, self.campaign_id):
+            if others:
                 # Calls of another dialer (alive, or not yet expired) may put contacts back.
                 self.stats.state = "waiting for other dialers' calls"
                 await self._idle(self.options.heartbeat)

@@ -30,13 +30,17 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
+from agent.assistant import CallState
+from agent.recorder import WRITE_ATTEMPTS, CallRecorder, replay_spool
 from campaign.campaign_file import CampaignConfig, parse_campaign
+from campaign.contract import DialRequest
 from campaign.dialer import Dialer, PartDown, RunOptions, new_dialer_id
 from campaign.outcomes import ContactStatus, Outcome
 from campaign.pacing import TokenBucket
 from campaign.store import Attempt, Contact, Ledger, open_ledger
 from campaign.store import dialing as store
 from campaign.store.aio import LedgerRetry
+from campaign.store.calls import get_call_record
 from campaign.telephony import Telephony, TelephonyError
 from tests.scripted_telephony import ScriptedTelephony
 
@@ -590,3 +594,47 @@ def test_livekit_unreachable_exits_3_naming_the_url(
         assert not [a for a in attempts(ledger) if a.dial_started_at is not None]
     finally:
         ledger.dispose()
+
+
+# -- the agent's record: retried, spooled, replayed, applied late --------------------------------
+
+
+def test_call_record_is_spooled_while_the_ledger_is_away_and_applied_late(
+    ledger: Ledger, tel: ScriptedTelephony, tmp_path: Path
+) -> None:
+    config = campaign()
+    (number,) = add_contacts(ledger, config, ["talks"])
+    run(Dialer(ledger, config, tel, options=fast_options(), clock=FastClock()))
+    (attempt,) = attempts(ledger)
+    assert attempt.outcome == "answered" and attempt.error == "the agent wrote no call record"
+
+    call = CallState(answered_at=START, disposition="interested", added_to_dnc=True)
+    request = DialRequest(
+        campaign=config.name, contact_id=attempt.contact_id, attempt_id=attempt.id, phone_masked=""
+    )
+    spool = tmp_path / "spool"
+    recorder = CallRecorder(
+        ledger=ledger, request=request, room_name=attempt.room_name, call=call, spool=spool
+    )
+    refused: list[str] = []
+
+    def away(_conn: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
+        if statement.startswith(("INSERT INTO calls", "DELETE FROM calls")):
+            refused.append(statement)
+            raise OperationalError(statement, params, sqlite3.OperationalError("disk I/O error"))
+
+    event.listen(ledger.engine, "before_cursor_execute", away)
+    try:
+        asyncio.run(asyncio.wait_for(recorder.finish(), timeout=BOUND))
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", away)
+    assert len(refused) == WRITE_ATTEMPTS  # retried, then spooled
+    assert len(list(spool.glob("attempt-*.json"))) == 1
+    assert get_call_record(ledger, attempt.id) is None
+
+    assert replay_spool(ledger, spool) == 1  # the next job's start
+    assert not list(spool.iterdir())
+    record = get_call_record(ledger, attempt.id)
+    assert record is not None and record.disposition == "interested"
+    contact = contacts(ledger)[number]
+    assert (contact.disposition, contact.status) == ("interested", "dnc")  # applied late
