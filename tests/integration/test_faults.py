@@ -638,3 +638,49 @@ def test_call_record_is_spooled_while_the_ledger_is_away_and_applied_late(
     assert record is not None and record.disposition == "interested"
     contact = contacts(ledger)[number]
     assert (contact.disposition, contact.status) == ("interested", "dnc")  # applied late
+
+
+# -- the engine never blocks its loop on the ledger ----------------------------------------------
+
+
+def test_a_locked_sqlite_ledger_does_not_stall_the_loop(
+    sqlite_ledger_url: str, tel: ScriptedTelephony
+) -> None:
+    """Another writer holds SQLite's lock for 3 s during a run: the engine's writes wait
+    in their threads while its loop (watchers, Ctrl-C, the live view) keeps running."""
+    ledger = open_ledger(sqlite_ledger_url)
+    config = campaign()
+    add_contacts(ledger, config, ["talks", "declines", "busy"])
+    dialer = Dialer(ledger, config, tel, options=fast_options(), clock=FastClock())
+    locked = threading.Event()
+
+    def hold_the_lock() -> None:
+        with ledger.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(3.0)
+            conn.exec_driver_sql("COMMIT")
+
+    gaps: list[float] = []
+
+    async def main() -> None:
+        running = asyncio.ensure_future(dialer.run())
+        while not tel.calls:
+            await asyncio.sleep(0.01)
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        last = time.monotonic()
+        while holder.is_alive():
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        await running
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), timeout=BOUND))
+    finally:
+        ledger.dispose()
+    assert locked.is_set() and sum(gaps) >= 2.5
+    assert max(gaps) < 0.5, max(gaps)
+    assert_invariants(open_ledger(sqlite_ledger_url), tel)
