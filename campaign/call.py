@@ -26,6 +26,7 @@ from campaign.campaign_file import CampaignConfig, load_campaign
 from campaign.config import Settings, get_settings
 from campaign.contacts import normalise_number
 from campaign.dialer import Clock, Dialer, RunOptions
+from campaign.errors import UserError
 from campaign.runner import prepare
 from campaign.store import Ledger, open_ledger, utcnow
 from campaign.store import dialing as store
@@ -43,7 +44,7 @@ POLL_S = 0.25
 OnEvent = Callable[[float, str], None]
 
 
-class CallError(ValueError):
+class CallError(UserError):
     """The test call cannot be placed; the message says why in one line."""
 
 
