@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from campaign.campaign_file import CampaignConfig
-from campaign.contract import DialRequest
+from campaign.contract import AGENT_HEARTBEAT_S, DialRequest
 from campaign.errors import UserError
 from campaign.outcomes import AmdResult, AttemptStatus, CampaignStatus, ContactStatus, Outcome
 from campaign.pacing import TokenBucket
@@ -103,6 +103,9 @@ class RunOptions:
     callee_gone_grace: float = 5.0
     #: hang up the callee when the agent has been gone this long (`agent_lost`)
     agent_gone_grace: float = 3.0
+    #: an agent whose heartbeat attribute has not changed this long is gone too (a killed
+    #: job's participant lingers until LiveKit gives up waiting for it to reconnect)
+    agent_silent_after: float = 3 * AGENT_HEARTBEAT_S
     #: how often the lease is renewed, and how long it lives without renewal
     heartbeat: float = 2.0
     lease_ttl: float = 10.0
@@ -836,6 +839,7 @@ class Dialer:
         seen = Watched()
         callee_gone: float | None = None
         agent_gone: float | None = None
+        beat, beat_at = "", time.monotonic()  # the agent's last heartbeat, and when it changed
         pause = opts.poll_interval
         while True:
             hang_up = ""
@@ -863,10 +867,15 @@ class Dialer:
                     callee_gone = None
                 elif callee_gone is None:
                     callee_gone = now
-                if any(p.is_agent for p in people) or not callee:
+                agent = next((p for p in people if p.is_agent), None)
+                if agent is not None and agent.heartbeat != beat:
+                    beat, beat_at = agent.heartbeat, now
+                silent = bool(beat) and now - beat_at >= opts.agent_silent_after
+                if (agent is not None and not silent) or not callee:
                     agent_gone = None
                 elif agent_gone is None:
-                    agent_gone = now
+                    # a silent agent has been gone since its last beat, already past the grace
+                    agent_gone = now if not silent else now - opts.agent_gone_grace
                 if callee_gone is not None and now - callee_gone >= opts.callee_gone_grace:
                     hang_up = "callee left"
                 elif agent_gone is not None and now - agent_gone >= opts.agent_gone_grace:

@@ -34,6 +34,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from campaign.contract import AGENT_HEARTBEAT_ATTR
 from campaign.errors import UserError
 from campaign.outcomes import Outcome, outcome_for_sip_status
 
@@ -187,6 +188,11 @@ class Participant:
     def agent_state(self) -> str:
         """An agent's state (listening, thinking, speaking, ...), or ""."""
         return self.attributes.get(AGENT_STATE_ATTR, "")
+
+    @property
+    def heartbeat(self) -> str:
+        """The agent's heartbeat (it changes every few seconds while its job runs), or ""."""
+        return self.attributes.get(AGENT_HEARTBEAT_ATTR, "")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ produce on demand; everything else is tested on the devstack.
 
 Phones answer by the number's last digit, as the devstack's do: 1 talks, 3 busy
 (486), 4 rings out (408 at the ringing timeout), 5 declines (603), 6 talks but the
-agent dies after the answer.
+agent dies after the answer (its participant goes), 7 talks but the agent's job hangs
+after the answer (its participant stays, its heartbeat stops).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from campaign.contract import AGENT_HEARTBEAT_ATTR
 from campaign.outcomes import Outcome, outcome_for_sip_status
 from campaign.telephony import AGENT, SIP, DialResult, Participant, TelephonyError
 
@@ -31,6 +33,8 @@ TALK_FOR = 1.5
 #: the agent deletes the room this long after the callee hung up
 AGENT_CLEANUP = 0.2
 
+#: how often the scripted agent's heartbeat attribute changes
+BEAT_S = 0.2
 #: the steps at which a dialer can be killed
 STEPS = ("claim", "room", "dial started", "ringing", "final", "answered")
 
@@ -53,13 +57,18 @@ class PhoneCall:
 
     @property
     def behaviour(self) -> str:
-        return {"1": "talks", "3": "busy", "4": "no_answer", "5": "declines", "6": "agent_dies"}[
-            self.number[-1]
-        ]
+        return {
+            "1": "talks",
+            "3": "busy",
+            "4": "no_answer",
+            "5": "declines",
+            "6": "agent_dies",
+            "7": "agent_hangs",
+        }[self.number[-1]]
 
     def timeline(self) -> tuple[float | None, float, int | None]:
         """(answer time, natural end, SIP final code if never answered)."""
-        if self.behaviour in ("talks", "agent_dies"):
+        if self.behaviour in ("talks", "agent_dies", "agent_hangs"):
             answer = self.started + ANSWER_AFTER
             return answer, answer + TALK_FOR, None
         if self.behaviour == "busy":
@@ -202,7 +211,16 @@ class ScriptedTelephony:
                 return None
             people: list[Participant] = []
             if self._agent_in(found, now):
-                people.append(Participant("agent", int(AGENT), {"lk.agent.state": "listening"}))
+                people.append(
+                    Participant(
+                        "agent",
+                        int(AGENT),
+                        {
+                            "lk.agent.state": "listening",
+                            AGENT_HEARTBEAT_ATTR: self._beat(found, now),
+                        },
+                    )
+                )
             call = found.call
             if call is not None and (call.ended is None or call.ended > now):
                 answer, end, _ = call.timeline()
@@ -283,6 +301,13 @@ class ScriptedTelephony:
             return now < call.answered_at + 0.3
         return True
 
+    def _beat(self, room: Room, now: float) -> str:
+        """The heartbeat changes every BEAT_S, until a hung agent's job stops beating."""
+        call = room.call
+        if call is not None and call.behaviour == "agent_hangs" and call.answered_at is not None:
+            now = min(now, call.answered_at + 0.3)
+        return str(int(now / BEAT_S))
+
     def _gone(self, room: Room, now: float) -> bool:
         """Deleted, or closed by the agent after the callee hung up."""
         if room.deleted is not None and room.deleted <= now:
@@ -292,7 +317,7 @@ class ScriptedTelephony:
             return False
         _, end, _ = call.timeline()
         ended = min(call.ended or end, end)
-        if ended + AGENT_CLEANUP <= now and call.behaviour != "agent_dies":
+        if ended + AGENT_CLEANUP <= now and call.behaviour not in ("agent_dies", "agent_hangs"):
             room.deleted = ended + AGENT_CLEANUP
             return True
         return False

@@ -51,7 +51,14 @@ START = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in New York
 BOUND = 60.0
 #: outcomes after which nobody was dialed
 UNDIALED = {"agent_unavailable", "do_not_call", "cancelled"}
-DIGIT = {"talks": "1", "busy": "3", "no_answer": "4", "declines": "5", "agent_dies": "6"}
+DIGIT = {
+    "talks": "1",
+    "busy": "3",
+    "no_answer": "4",
+    "declines": "5",
+    "agent_dies": "6",
+    "agent_hangs": "7",
+}
 
 
 class FastClock:
@@ -104,6 +111,7 @@ def fast_options(**overrides: Any) -> RunOptions:
         "record_grace": 0.2,
         "callee_gone_grace": 0.3,
         "agent_gone_grace": 0.3,
+        "agent_silent_after": 0.6,
         "heartbeat": 0.1,
         "lease_ttl": 0.8,
         "reconcile_every": 0.1,
@@ -163,7 +171,7 @@ def assert_invariants(ledger: Ledger, tel: ScriptedTelephony) -> None:
     # No live room was deleted on an error: only on evidence (the agent left).
     for room in tel.rooms.values():
         if room.cut_off_live_call:
-            assert room.call is not None and room.call.behaviour == "agent_dies", room.name
+            assert room.call is not None and room.call.behaviour.startswith("agent_"), room.name
     # No contact closed without a dial.
     rooms_of: dict[int, list[str]] = {}
     for a in made:
@@ -314,9 +322,14 @@ def test_listing_outage_during_a_live_call_hangs_nobody_up(
     assert_invariants(ledger, tel)
 
 
-def test_agent_lost_mid_call_is_hung_up_and_retried(ledger: Ledger, tel: ScriptedTelephony) -> None:
+@pytest.mark.parametrize("agent", ["agent_dies", "agent_hangs"])
+def test_agent_lost_mid_call_is_hung_up_and_retried(
+    ledger: Ledger, tel: ScriptedTelephony, agent: str
+) -> None:
+    """The agent's participant leaves, or stays but its job stopped beating (a killed
+    job lingers in LiveKit until it gives up waiting for a reconnect)."""
     config = campaign()
-    (number,) = add_contacts(ledger, config, ["agent_dies"])
+    (number,) = add_contacts(ledger, config, [agent])
     dialer = Dialer(ledger, config, tel, options=fast_options(), clock=FastClock(rate=5))
     run(dialer)
     assert outcomes_of(ledger, number) == ["agent_lost", "agent_lost"]  # retried like failed
@@ -326,6 +339,8 @@ def test_agent_lost_mid_call_is_hung_up_and_retried(ledger: Ledger, tel: Scripte
         assert call.answered_at is not None and room.deleted is not None
         agent_gone = call.answered_at + 0.3
         assert room.deleted - agent_gone < 1.5  # hung up within the grace and a poll or two
+        assert room.cut_off_live_call  # the callee was still on the line
+        assert room.cut_off_live_call  # the callee was still on the line
     assert_invariants(ledger, tel)
 
 
