@@ -397,9 +397,14 @@ class Telephony:
         return any(r.name == room for r in response.rooms)
 
     async def wait_for_agent(self, room: str, timeout: float, *, poll: float = 0.2) -> bool:
-        """Poll until an agent participant is in the room; False after `timeout` seconds."""
+        """Poll until an agent participant is in the room; False after `timeout` seconds.
+
+        The pause between looks grows from `poll` to four times it: an agent that joins
+        at once is seen at once, a slow one costs few requests.
+        """
         deadline = time.monotonic() + timeout
         request = api.ListParticipantsRequest(room=room)
+        pause = poll
         while True:
             listing = await self._call(
                 "ListParticipants", lambda: self.lk.room.list_participants(request)
@@ -408,7 +413,8 @@ class Telephony:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, poll * 4)
 
     async def dial(
         self,
