@@ -86,6 +86,8 @@ def test_frozen_livekit_burns_no_contact(stack: Setup, tmp_path: Path) -> None:
         setup.worker.agent_name,
         max_concurrent_calls=2,
         calls_per_second=0.5,
+        # a dial cut off by the freeze may have rung or not: try it again soon
+        retry={"unknown": {"delay": "2s"}},
     )
     since = time.time()
     log = tmp_path / "run.log"
@@ -118,8 +120,10 @@ def test_frozen_livekit_burns_no_contact(stack: Setup, tmp_path: Path) -> None:
     phone = phone_calls(set(nums), since)
     for number, made in attempts.items():
         assert all(a.status == "done" for a in made)
-        assert [a.outcome for a in dialed(made)] in (["declined"], ["invalid_number"]), made
-        assert len(phone[number]) == 1, number  # dialed once, after all
+        outcomes = [a.outcome for a in dialed(made) if a.outcome not in ("unknown", "cancelled")]
+        assert outcomes in (["declined"], ["invalid_number"]), [(a.outcome, a.error) for a in made]
+        # every contact rang, and never more often than it was dialed
+        assert 1 <= len(phone[number]) <= len(dialed(made)), number
         # what never rang counts against nothing
         assert Counter(a.outcome for a in made)["agent_unavailable"] <= 2
 
