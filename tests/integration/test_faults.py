@@ -219,6 +219,7 @@ def test_guarded_settle_and_dial_start_exclude_each_other(ledger: Ledger) -> Non
     config = campaign()
     add_contacts(ledger, config, ["talks", "talks"])
     campaign_id = store.campaign_id(ledger, config.name)
+    walls = iter(range(1_000, 2_000, 10))  # seconds apart: the pacing bucket never waits
 
     def claim() -> store.Claimed:
         result = store.claim_next(
@@ -227,7 +228,7 @@ def test_guarded_settle_and_dial_start_exclude_each_other(ledger: Ledger) -> Non
             campaign_name=config.name,
             dialer_id="a",
             now=START,
-            wall=time.time(),
+            wall=float(next(walls)),
             max_concurrent=5,
             bucket=TokenBucket(rate=50),
             dialable=lambda _zones: True,
