@@ -50,7 +50,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from campaign.campaign_file import CampaignConfig
 from campaign.contract import AGENT_HEARTBEAT_S, DialRequest
 from campaign.errors import UserError
-from campaign.outcomes import AmdResult, AttemptStatus, CampaignStatus, ContactStatus, Outcome
+from campaign.outcomes import (
+    AmdResult,
+    AttemptStatus,
+    CampaignStatus,
+    ContactStatus,
+    EndReason,
+    Outcome,
+)
 from campaign.pacing import TokenBucket
 from campaign.retry import decide
 from campaign.store import Ledger, leases, utcnow
@@ -880,7 +887,9 @@ class Dialer:
                     hang_up = "callee left"
                 elif agent_gone is not None and now - agent_gone >= opts.agent_gone_grace:
                     hang_up, seen.agent_lost = "agent left", True
-                    logger.warning("room %s: the agent left the call; hanging up", room)
+                    logger.warning(
+                        "room %s: the agent is gone, the callee still on the line; hanging up", room
+                    )
                 elif now >= deadline:
                     hang_up = "max duration"
                 elif self._hangup:
@@ -943,7 +952,9 @@ class Dialer:
         while record is None and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
             record = await self._record(attempt_id)
-        if agent_lost:
+        # An agent that left on purpose (it hung up, or left its voicemail) wrote its
+        # record; one that was killed wrote none, and one that crashed wrote an error.
+        if agent_lost and (record is None or record.end_reason == EndReason.ERROR):
             await self._verdict(
                 attempt_id,
                 timezones,
