@@ -92,8 +92,6 @@ class InFlight:
     answered_at: datetime | None
     #: the owner's lease is current (it may be finishing the attempt itself)
     owner_alive: bool = False
-    #: the database's clock when this was read
-    read_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -464,7 +462,6 @@ def in_flight_attempts(ledger: Ledger, campaign: int) -> list[InFlight]:
                 dial_started_at=a.dial_started_at,
                 answered_at=a.answered_at,
                 owner_alive=a.dialer_id in alive,
-                read_at=now,
             )
             for a, e164 in rows
         ]
