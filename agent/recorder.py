@@ -3,14 +3,23 @@
 The recorder watches the session and, when the job shuts down (normally or after
 an error), writes what the call established to the ledger through
 `campaign.store.calls`. No audio is ever stored.
+
+A write that fails is retried (transient ledger faults, a few seconds); if the ledger
+stays away the record is spooled to a local file (`spool_dir()`), and the next job
+that starts replays the spool. The dialer applies a record that comes late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
+import os
 import time
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentSession, llm
@@ -22,26 +31,46 @@ from livekit.agents.voice.events import (
     ErrorEvent,
 )
 from sqlalchemy.exc import SQLAlchemyError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from agent.assistant import CallState
 from campaign.contract import DialRequest
 from campaign.outcomes import EndReason
 from campaign.store import Ledger, LedgerError, utcnow
+from campaign.store.aio import is_transient_ledger_fault
 from campaign.store.calls import CallSummary, TurnMetrics, write_call_record
 
 logger = logging.getLogger(__name__)
 
 #: A callee hang-up this close to the limit was the limit (the SIP side enforces it too).
 MAX_DURATION_SLACK_S = 2.0
+#: tries of the call record's write before it is spooled
+WRITE_ATTEMPTS = 5
+
+
+def spool_dir() -> Path:
+    """Where records wait for the ledger: `DIALER_SPOOL_DIR`, else the user's state dir."""
+    explicit = os.environ.get("DIALER_SPOOL_DIR")
+    if explicit:
+        return Path(explicit)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "dialer" / "call-records"
 
 
 class CallRecorder:
     """Collects one session's facts and writes its call record once."""
 
     def __init__(
-        self, *, ledger: Ledger, request: DialRequest, room_name: str, call: CallState
+        self,
+        *,
+        ledger: Ledger,
+        request: DialRequest,
+        room_name: str,
+        call: CallState,
+        spool: Path | None = None,
     ) -> None:
         self._ledger = ledger
+        self._spool = spool or spool_dir()
         self._request = request
         self._room_name = room_name
         self._call = call
@@ -138,16 +167,23 @@ class CallRecorder:
         )
 
     async def finish(self, reason: str = "") -> None:
-        """Write the call record (once). Used as the job's shutdown callback."""
+        """Write the call record (once), retrying; spool it if the ledger stays away.
+        Used as the job's shutdown callback."""
         if self._written:
             return
-        self._written = True
         summary = self.summary()
         try:
-            await asyncio.to_thread(write_call_record, self._ledger, summary)
+            await write_with_retry(self._ledger, summary)
         except (SQLAlchemyError, LedgerError) as exc:
-            logger.error("could not write the call record: %s", str(exc).splitlines()[0])
+            path = spool_record(self._spool, summary)
+            self._written = True
+            logger.error(
+                "could not write the call record (%s); spooled to %s",
+                str(exc).splitlines()[0],
+                path,
+            )
             return
+        self._written = True
         logger.info(
             "call recorded: %s, amd %s, disposition %s, %d turns",
             summary.end_reason,
@@ -155,6 +191,72 @@ class CallRecorder:
             summary.disposition,
             len(summary.turns),
         )
+
+
+async def write_with_retry(ledger: Ledger, summary: CallSummary) -> None:
+    """`write_call_record`, retried on transient ledger faults (a few seconds in all)."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_transient_ledger_fault),
+        stop=stop_after_attempt(WRITE_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.2, max=2.0),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            await asyncio.to_thread(write_call_record, ledger, summary)
+
+
+def spool_record(folder: Path, summary: CallSummary) -> Path:
+    """Save a record the ledger refused as one JSON file (written whole, then renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = dataclasses.asdict(summary)
+    path = folder / f"attempt-{summary.attempt_id}-{uuid.uuid4().hex[:8]}.json"
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(data, default=_iso))
+    partial.replace(path)
+    return path
+
+
+def replay_spool(ledger: Ledger, folder: Path) -> int:
+    """Write every spooled record to the ledger (oldest first); returns how many.
+
+    Each file is claimed by renaming it first, so two jobs starting together never
+    write one record twice; a file the ledger still refuses goes back for next time.
+    """
+    if not folder.is_dir():
+        return 0
+    done = 0
+    for path in sorted(folder.glob("attempt-*.json"), key=lambda p: p.stat().st_mtime):
+        claimed = path.with_suffix(f".replaying-{os.getpid()}")
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:  # another job took it
+            continue
+        try:
+            write_call_record(ledger, _summary_from(json.loads(claimed.read_text())))
+        except (SQLAlchemyError, LedgerError) as exc:
+            claimed.rename(path)
+            logger.warning("spooled record %s not replayed yet: %s", path.name, exc)
+            break
+        claimed.unlink()
+        done += 1
+    if done:
+        logger.info("replayed %d spooled call record(s)", done)
+    return done
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot spool {type(value).__name__}")
+
+
+def _summary_from(data: dict[str, Any]) -> CallSummary:
+    for key in ("answered_at", "ended_at"):
+        if data.get(key):
+            data[key] = datetime.fromisoformat(data[key])
+    data["turns"] = [TurnMetrics(**turn) for turn in data.get("turns", [])]
+    return CallSummary(**data)
 
 
 def transcript(history: llm.ChatContext) -> list[dict[str, object]]:

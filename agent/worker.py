@@ -26,9 +26,9 @@ from pydantic import ValidationError
 
 from agent.assistant import Assistant, CallState, HangUp, script_variables
 from agent.providers import Providers, build_providers, preload_turn_detector
-from agent.recorder import CallRecorder
+from agent.recorder import CallRecorder, replay_spool, spool_dir
 from campaign.config import Settings, get_settings
-from campaign.contract import DialRequest
+from campaign.contract import AGENT_HEARTBEAT_ATTR, AGENT_HEARTBEAT_S, DialRequest
 from campaign.outcomes import AmdResult, EndReason
 from campaign.store import Ledger, open_ledger
 
@@ -123,6 +123,9 @@ async def entrypoint(ctx: JobContext) -> None:
     }
     settings = get_settings()
     ledger = _ledger(settings.database_url)
+    # records that the ledger refused earlier (spooled by a past job) go in first
+    with contextlib.suppress(OSError):
+        await asyncio.to_thread(replay_spool, ledger, spool_dir())
     call = CallState()
     recorder = CallRecorder(ledger=ledger, request=request, room_name=ctx.room.name, call=call)
     ctx.add_shutdown_callback(recorder.finish)
@@ -170,11 +173,30 @@ async def entrypoint(ctx: JobContext) -> None:
                 delete_room_on_close=True,
             ),
         )
+        beat = asyncio.ensure_future(_heartbeat(ctx.room))
+        ctx.add_shutdown_callback(lambda: _cancel(beat))
         await _run_call(ctx, session, assistant, recorder, providers, request, hang_up)
     except Exception as exc:
         # recorded, then re-raised for the framework to log and end the job
         recorder.fail(exc)
         raise
+
+
+async def _heartbeat(room: rtc.Room) -> None:
+    """Change the heartbeat attribute every few seconds: the dialer hangs up a call whose
+    agent stopped beating (the job died), without waiting for LiveKit to drop it."""
+    beat = 0
+    while True:
+        beat += 1
+        with contextlib.suppress(Exception):  # a missed beat is only a late one
+            await room.local_participant.set_attributes({AGENT_HEARTBEAT_ATTR: str(beat)})
+        await asyncio.sleep(AGENT_HEARTBEAT_S)
+
+
+async def _cancel(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _answer_probe(ctx: JobContext) -> None:

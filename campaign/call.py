@@ -25,8 +25,9 @@ from pydantic import ValidationError
 from campaign.campaign_file import CampaignConfig, load_campaign
 from campaign.config import Settings, get_settings
 from campaign.contacts import normalise_number
-from campaign.dialer import Clock, Dialer, RunOptions, prepare
+from campaign.dialer import Clock, Dialer, RunOptions
 from campaign.errors import UserError
+from campaign.runner import prepare
 from campaign.store import Ledger, open_ledger, utcnow
 from campaign.store import dialing as store
 from campaign.store import preflight as calls
@@ -43,7 +44,7 @@ POLL_S = 0.25
 OnEvent = Callable[[float, str], None]
 
 
-class CallError(UserError, ValueError):
+class CallError(UserError):
     """The test call cannot be placed; the message says why in one line."""
 
 
@@ -207,43 +208,41 @@ async def place_test_call(
     campaign_id, _ = store.ensure_campaign(
         ledger, config.name, region=config.region, config=config.model_dump(mode="json")
     )
-    options = RunOptions()
-    claimed = calls.start_test_call(
-        ledger,
-        campaign_id,
-        campaign_name=config.name,
-        e164=e164,
-        raw=number,
-        extension=extension,
-        name=name,
-        variables=variables or {},
-        timezones=zones,
-        dialer_id=options.dialer_id,
-        now=clock(),
-    )
     started = time.monotonic()
 
     def emit(text: str) -> None:
         if on_event is not None:
             on_event(time.monotonic() - started, text)
 
-    async with Telephony(
-        settings.livekit_http_url,
-        settings.livekit_api_key,
-        settings.livekit_api_secret.get_secret_value(),
-    ) as tel:
-        dialer = Dialer(ledger, config, tel, options=options, clock=clock)
-        loop = asyncio.get_running_loop()
-        # Ctrl-C hangs up: the engine deletes the room and records the attempt as cancelled.
-        loop.add_signal_handler(signal.SIGINT, dialer.hang_up_all)
-        follower = asyncio.ensure_future(_follow(tel, dialer, claimed, emit))
-        try:
-            await dialer.call_once(claimed)
-        finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-            loop.remove_signal_handler(signal.SIGINT)
+    async with Telephony.from_settings(settings) as tel:
+        # LiveKit unreachable or refusing the key: one line naming the URL, nothing written.
+        await tel.check_access()
+        dialer = Dialer(ledger, config, tel, options=RunOptions(), clock=clock)
+        async with dialer.leased():
+            claimed = calls.start_test_call(
+                ledger,
+                campaign_id,
+                campaign_name=config.name,
+                e164=e164,
+                raw=number,
+                extension=extension,
+                name=name,
+                variables=variables or {},
+                timezones=zones,
+                dialer_id=dialer.options.dialer_id,
+                now=clock(),
+            )
+            loop = asyncio.get_running_loop()
+            # Ctrl-C hangs up: the engine deletes the room and records the attempt as cancelled.
+            loop.add_signal_handler(signal.SIGINT, dialer.hang_up_all)
+            follower = asyncio.ensure_future(_follow(tel, dialer, claimed, emit))
+            try:
+                await dialer.call_once(claimed)
+            finally:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+                loop.remove_signal_handler(signal.SIGINT)
     result = calls.call_result(ledger, claimed.attempt_id)
     if result.sip_status_code:
         emit(f"SIP {result.sip_status_code} {result.sip_status or ''}".rstrip())

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from campaign import dialer, preflight
+from campaign import preflight, runner
 from campaign.call import call_number
 from campaign.config import SettingsError, get_settings
 from campaign.contacts import (
@@ -110,10 +110,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-#: user errors not yet derived from `UserError` (they exit 1)
-_OTHER_USER_ERRORS = dialer.USER_ERRORS
-
-
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Our own errors become one red line and their exit code instead of a traceback."""
 
@@ -121,8 +117,8 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (UserError, *_OTHER_USER_ERRORS) as exc:
-            fail(str(exc), code=getattr(exc, "exit_code", 1))
+        except UserError as exc:
+            fail(str(exc), code=exc.exit_code)
         except DRIVER_ERRORS as exc:  # the ledger failed mid-command
             cause = getattr(exc, "orig", None) or exc
             fail(f"the ledger failed: {str(cause).splitlines()[0]}", code=LedgerError.exit_code)
@@ -346,12 +342,16 @@ def run(
         int | None, typer.Option("--max-attempts", min=1, help="Stop after N attempts.")
     ] = None,
     max_wait: Annotated[
-        str, typer.Option("--max-wait", help="Wait at most this long for the next due contact.")
+        str,
+        typer.Option(
+            "--max-wait",
+            help="Wait at most this long for the next due contact, or for a part that is down.",
+        ),
     ] = "15m",
     db: DbOption = None,
 ) -> None:
     """Run a campaign until nothing is due or dialable. Ctrl-C drains; twice hangs up."""
-    report = dialer.run_file(
+    report = runner.run_file(
         campaign_file, db=db, until=until, max_attempts=max_attempts, max_wait=max_wait
     )
     out.print(status_table(report.summary))
@@ -419,11 +419,11 @@ def call(
 @friendly_errors
 def status(name: NameArgument, db: DbOption = None) -> None:
     """Where a campaign stands, from the ledger (works while it runs elsewhere)."""
-    out.print(status_table(dialer.status(_ledger(db), name)))
+    out.print(status_table(runner.status(_ledger(db), name)))
 
 
 def _control(action: str, name: str, db: str | None) -> None:
-    out.print(dialer.control(_ledger(db), name, action))
+    out.print(runner.control(_ledger(db), name, action))
 
 
 @app.command()

@@ -11,6 +11,12 @@ from string import Formatter
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The agent's participant attribute that changes every `AGENT_HEARTBEAT_S` while its
+#: job runs: a killed job's participant lingers in the room for a while (LiveKit waits
+#: for it to reconnect), so the dialer judges the agent by this beat, not by presence.
+AGENT_HEARTBEAT_ATTR = "dialer.heartbeat"
+AGENT_HEARTBEAT_S = 2.0
+
 
 class Script(BaseModel):
     """What the agent says. The local scripted LLM follows it literally; a cloud LLM

@@ -48,6 +48,8 @@ def status_table(summary: CampaignSummary, *, now: datetime | None = None) -> Ta
     table.add_row("outcomes", _counts(summary.outcomes))
     table.add_row("in flight", str(summary.in_flight))
     table.add_row("next due", _when(summary.next_attempt_at, now))
+    for line in summary.dialers:
+        table.add_row("dialer", line)
     if summary.first_dial_at and summary.last_dial_at and summary.dials > 1:
         span = (summary.last_dial_at - summary.first_dial_at).total_seconds()
         if span > 0:

@@ -17,7 +17,9 @@ class Outcome(StrEnum):
     FAILED = "failed"  #: any other SIP failure or an API fault after our retries
     AGENT_UNAVAILABLE = "agent_unavailable"  #: no agent joined the room, so we did not dial
     DO_NOT_CALL = "do_not_call"  #: the number was on the DNC list at dial time
-    CANCELLED = "cancelled"  #: the operator stopped the call (second Ctrl-C, cancel)
+    CANCELLED = "cancelled"  #: not placed and no verdict: the operator, a stop, a part down
+    AGENT_LOST = "agent_lost"  #: the agent left a live call; hung up, retried like failed
+    UNKNOWN = "unknown"  #: dialed, but what the phone did cannot be known (dialer died)
 
 
 #: SIP final response code -> outcome. Codes not listed map to FAILED.

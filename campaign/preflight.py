@@ -344,10 +344,8 @@ async def run_checks(
         reason = "skipped: LIVEKIT_API_KEY and LIVEKIT_API_SECRET are needed"
         checks += [Check(n, Status.SKIP, reason) for n in ("livekit", "sip trunk", "agent")]
     else:
-        async with Telephony(
-            settings.livekit_http_url,
-            settings.livekit_api_key,
-            secret,
+        async with Telephony.from_settings(
+            settings,
             retry=DOCTOR_RETRY,
             request_timeout=DOCTOR_REQUEST_TIMEOUT_S,
         ) as tel:

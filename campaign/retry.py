@@ -88,6 +88,10 @@ class RetryPolicy(BaseModel):
     no_answer: RuleOrNever = Field(default_factory=lambda: _rule("2h"))
     voicemail: RuleOrNever = Field(default_factory=lambda: _rule(NEXT_DAY))
     failed: RuleOrNever = Field(default_factory=lambda: _rule("5m", backoff=2.0))
+    #: the agent left a live call (crashed, was killed): retried like `failed`
+    agent_lost: RuleOrNever = Field(default_factory=lambda: _rule("5m", backoff=2.0))
+    #: a dial whose result was lost (the phone may have rung): a dial, retried later
+    unknown: RuleOrNever = Field(default_factory=lambda: _rule("1h"))
     #: no agent joined, so nobody was dialed: not counted against max_attempts
     agent_unavailable: RuleOrNever = Field(
         default_factory=lambda: _rule("1m", backoff=2.0, max_attempts=5)

@@ -62,11 +62,10 @@ from campaign.campaign_file import (
 )
 from campaign.config import Settings
 from campaign.contacts import validate_sheet
-from campaign.dialer import USER_ERRORS as DIALER_ERRORS
-from campaign.dialer import dial_campaign
 from campaign.errors import UserError
 from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxPaths, pick_up
 from campaign.report import default_report_path, write_report
+from campaign.runner import dial_campaign
 from campaign.store import Ledger, open_ledger
 from campaign.store import desk as desk_store
 from campaign.store import schedules as store
@@ -103,7 +102,6 @@ class ScheduleError(UserError, ValueError):
 
 
 #: Failures whose message says it all: logged as one line, without a traceback.
-_EXPECTED_ERRORS = (UserError, *DIALER_ERRORS)
 
 
 class CampaignDialer(Protocol):
@@ -739,7 +737,7 @@ class CampaignScheduler:
             try:
                 self._run_steps(result, guard.run_stop)
                 result.status = "interrupted" if guard.run_stop.is_set() else "done"
-            except _EXPECTED_ERRORS as exc:
+            except UserError as exc:
                 result.error = str(exc)
             except Exception as exc:
                 log.exception("campaign %s: run failed", campaign)

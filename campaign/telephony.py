@@ -6,6 +6,12 @@ failover is switched off so there is exactly one retry layer. A SIP final
 response is an answer, never retried. `CreateSIPParticipant` is retried only when
 the connection could not be opened, because a request that reached the server
 may already be ringing a phone, and nobody is dialed twice for one attempt.
+
+Every request has a deadline of its own (`Deadlines`): livekit-api sends each
+request with `timeout=None`, which overrides the session's timeout, so without one
+a frozen server hangs the dialer for as long as it stays frozen. The engine sees
+LiveKit only through the `TelephonyPort` protocol; `Telephony.from_settings`
+builds the real one.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import aiohttp
 from google.protobuf.duration_pb2 import Duration
@@ -28,7 +34,12 @@ from tenacity import (
     wait_exponential,
 )
 
+from campaign.contract import AGENT_HEARTBEAT_ATTR
+from campaign.errors import UserError
 from campaign.outcomes import Outcome, outcome_for_sip_status
+
+if TYPE_CHECKING:
+    from campaign.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +55,30 @@ CALL_STATUS_ATTR = "sip.callStatus"
 AGENT_STATE_ATTR = "lk.agent.state"
 #: HTTP statuses of a refused API key or secret
 AUTH_STATUSES = (401, 403)
+#: 4xx statuses that are worth another try (as livekit-agents' `APIStatusError` has it)
+RETRYABLE_4XX = (408, 429, 499)
+#: a Twirp `not_found` (a room that does not exist)
+NOT_FOUND_STATUS = 404
 
 
-class TelephonyError(RuntimeError):
-    """LiveKit could not be reached or refused a request, after retries."""
+class TelephonyError(UserError):
+    """LiveKit could not be reached or refused a request, after retries.
+
+    `status` is LiveKit's HTTP status, or None when no answer came (refused
+    connection, timeout); `retryable` says whether the same request may succeed
+    later (the server is down or hung, or answered 5xx/408/429); `sent` is False
+    only when the request certainly never reached the server.
+    """
+
+    exit_code = 3
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retryable: bool = False, sent: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.sent = sent
 
 
 def mask_number(e164: str) -> str:
@@ -61,8 +92,7 @@ def mask_number(e164: str) -> str:
 
 def refused_credentials(exc: TelephonyError) -> bool:
     """LiveKit answered, but refused the API key or secret."""
-    cause = exc.__cause__
-    return isinstance(cause, api.TwirpError) and cause.status in AUTH_STATUSES
+    return exc.status in AUTH_STATUSES
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -83,9 +113,21 @@ def _not_sent(exc: BaseException) -> bool:
 class RetrySettings:
     """The one tenacity policy for LiveKit API calls."""
 
-    attempts: int = 4
+    attempts: int = 3
     initial_wait: float = 0.25
-    max_wait: float = 4.0
+    max_wait: float = 2.0
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long one request may take, per kind, before it counts as a timeout.
+
+    A dial waits until the callee answers, so its deadline is the ringing timeout
+    plus `dial_margin`; everything else answers at once or not at all.
+    """
+
+    request: float = 5.0
+    dial_margin: float = 10.0
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -98,16 +140,27 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
+#: how a dial ended: answered; a final answer (busy, declined, rang out...); never sent
+#: (nobody rang); or unknown (sent, but no answer came back: it may be ringing)
+DialStatus = Literal["answered", "final", "not_sent", "unknown"]
+
+
 @dataclass(frozen=True)
 class DialResult:
     """How `CreateSIPParticipant` ended."""
 
-    answered: bool
-    outcome: Outcome | None  #: None when answered (the call record decides)
+    status: DialStatus
+    outcome: Outcome | None  #: only for `final`: the outcome from the SIP table
     sip_status_code: int | None = None
     sip_status: str | None = None
     error: str | None = None
     participant_identity: str = ""
+    #: for `not_sent` and `unknown`: the error LiveKit gave
+    fault: TelephonyError | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "answered"
 
 
 @dataclass(frozen=True)
@@ -138,6 +191,11 @@ class Participant:
         """An agent's state (listening, thinking, speaking, ...), or ""."""
         return self.attributes.get(AGENT_STATE_ATTR, "")
 
+    @property
+    def heartbeat(self) -> str:
+        """The agent's heartbeat (it changes every few seconds while its job runs), or ""."""
+        return self.attributes.get(AGENT_HEARTBEAT_ATTR, "")
+
 
 @dataclass(frozen=True)
 class TrunkInfo:
@@ -150,6 +208,45 @@ class TrunkInfo:
     numbers: tuple[str, ...]
 
 
+class TelephonyPort(Protocol):
+    """What the engine needs from LiveKit; `Telephony` is the real one."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def create_room(
+        self, name: str, *, empty_timeout: int, departure_timeout: int
+    ) -> None: ...
+
+    async def dispatch_agent(self, room: str, agent_name: str, metadata: str) -> str: ...
+
+    async def participants(self, room: str) -> list[Participant] | None: ...
+
+    async def wait_for_agent(self, room: str, timeout: float, *, poll: float = 0.2) -> bool: ...
+
+    async def dial(
+        self,
+        *,
+        room: str,
+        trunk_id: str,
+        number: str,
+        identity: str,
+        ringing_timeout: float,
+        max_call_duration: float,
+        caller_id: str | None = None,
+        extension: str | None = None,
+        display_name: str | None = None,
+    ) -> DialResult: ...
+
+    async def delete_room(self, room: str) -> None: ...
+
+    async def check_access(self) -> int: ...
+
+    async def probe_agent(
+        self, room: str, agent_name: str, metadata: str, timeout: float
+    ) -> bool: ...
+
+
 class Telephony:
     """Rooms, dispatch and SIP calls on one LiveKit server. Use as an async context manager."""
 
@@ -160,21 +257,45 @@ class Telephony:
         api_secret: str,
         *,
         retry: RetrySettings | None = None,
-        request_timeout: float = 10.0,
+        request_timeout: float | None = None,
     ) -> None:
         self._url = url
         self._key = api_key
         self._secret = api_secret
         self._retry = retry or RetrySettings()
-        self._timeout = request_timeout
+        self._deadlines = (
+            Deadlines(request=request_timeout) if request_timeout is not None else Deadlines()
+        )
         self._api: api.LiveKitAPI | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        retry: RetrySettings | None = None,
+        request_timeout: float | None = None,
+    ) -> Telephony:
+        """The one way the dialer, `dialer call` and `dialer doctor` build it."""
+        return cls(
+            settings.livekit_http_url,
+            settings.livekit_api_key,
+            settings.livekit_api_secret.get_secret_value(),
+            retry=retry,
+            request_timeout=request_timeout,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._url
 
     async def __aenter__(self) -> Telephony:
         self._api = api.LiveKitAPI(
             self._url,
             self._key,
             self._secret,
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            # the per-request deadline is ours (see `_call`); this only bounds the rest
+            timeout=aiohttp.ClientTimeout(total=self._deadlines.request * 4),
             failover=False,
         )
         return self
@@ -195,7 +316,11 @@ class Telephony:
         what: str,
         fn: Callable[[], Awaitable[T]],
         retryable: Callable[[BaseException], bool] = is_transient,
+        *,
+        deadline: float | None = None,
     ) -> T:
+        """`fn()` with the one retry policy, each try bounded by `deadline` seconds."""
+        limit = deadline if deadline is not None else self._deadlines.request
         retrying = AsyncRetrying(
             retry=retry_if_exception(retryable),
             stop=stop_after_attempt(self._retry.attempts),
@@ -206,14 +331,25 @@ class Telephony:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await fn()
+                    async with asyncio.timeout(limit):
+                        return await fn()
         except api.SipCallError:
             raise
         except (TimeoutError, api.TwirpError, aiohttp.ClientError, ConnectionError) as exc:
-            raise TelephonyError(f"{what} failed: {self._describe(exc)}") from exc
+            raise self._error(what, exc, limit) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def _describe(self, exc: BaseException) -> str:
+    def _error(self, what: str, exc: BaseException, limit: float) -> TelephonyError:
+        status = exc.status if isinstance(exc, api.TwirpError) else None
+        retryable = status is None or status >= 500 or status in RETRYABLE_4XX
+        return TelephonyError(
+            f"{what} failed: {self._describe(exc, limit)}",
+            status=status,
+            retryable=retryable,
+            sent=not _not_sent(exc),
+        )
+
+    def _describe(self, exc: BaseException, limit: float) -> str:
         """A fault in words a user can act on (never the key or secret)."""
         if isinstance(exc, api.TwirpError) and exc.status in AUTH_STATUSES:
             return (
@@ -223,7 +359,7 @@ class Telephony:
         if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError):
             return f"cannot connect to LiveKit at {self._url} ({exc.strerror or exc})"
         if isinstance(exc, TimeoutError):
-            return f"LiveKit at {self._url} did not answer within {self._timeout:.0f} s"
+            return f"LiveKit at {self._url} did not answer within {limit:g} s"
         return str(exc)
 
     async def create_room(self, name: str, *, empty_timeout: int, departure_timeout: int) -> None:
@@ -263,9 +399,14 @@ class Telephony:
         return any(r.name == room for r in response.rooms)
 
     async def wait_for_agent(self, room: str, timeout: float, *, poll: float = 0.2) -> bool:
-        """Poll until an agent participant is in the room; False after `timeout` seconds."""
+        """Poll until an agent participant is in the room; False after `timeout` seconds.
+
+        The pause between looks grows from `poll` to four times it: an agent that joins
+        at once is seen at once, a slow one costs few requests.
+        """
         deadline = time.monotonic() + timeout
         request = api.ListParticipantsRequest(room=room)
+        pause = poll
         while True:
             listing = await self._call(
                 "ListParticipants", lambda: self.lk.room.list_participants(request)
@@ -274,7 +415,8 @@ class Telephony:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, poll * 4)
 
     async def dial(
         self,
@@ -314,35 +456,21 @@ class Telephony:
                 "CreateSIPParticipant",
                 lambda: self.lk.sip.create_sip_participant(request),
                 retryable=_not_sent,
+                deadline=ringing_timeout + self._deadlines.dial_margin,
             )
         except api.SipCallError as exc:
             code = exc.sip_status_code
             return DialResult(
-                answered=False,
-                outcome=outcome_for_sip_status(code),
+                "final",
+                outcome_for_sip_status(code),
                 sip_status_code=code,
                 sip_status=exc.sip_status,
                 error=None if code else str(exc),
                 participant_identity=identity,
             )
         except TelephonyError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, api.TwirpError) and cause.status == RINGING_TIMEOUT_HTTP_STATUS:
-                # livekit-sip ends a call that rang out with no SIP response as HTTP 408
-                # ("sip request timed out"): the ringing timeout, a SIP 408 in effect.
-                return DialResult(
-                    answered=False,
-                    outcome=outcome_for_sip_status(RINGING_TIMEOUT_HTTP_STATUS),
-                    sip_status="ringing timeout",
-                    participant_identity=identity,
-                )
-            return DialResult(
-                answered=False,
-                outcome=Outcome.FAILED,
-                error=str(exc),
-                participant_identity=identity,
-            )
-        return DialResult(answered=True, outcome=None, participant_identity=identity)
+            return _dial_fault(exc, identity)
+        return DialResult("answered", None, participant_identity=identity)
 
     async def check_access(self) -> int:
         """An authenticated no-op (list rooms): proves the URL, key and secret; returns
@@ -391,9 +519,29 @@ class Telephony:
                 "DeleteRoom", lambda: self.lk.room.delete_room(api.DeleteRoomRequest(room=room))
             )
         except TelephonyError as exc:
-            if not _is_not_found(exc.__cause__):
+            if exc.status != NOT_FOUND_STATUS:
                 raise
 
 
-def _is_not_found(exc: BaseException | None) -> bool:
-    return isinstance(exc, api.TwirpError) and exc.code == api.TwirpErrorCode.NOT_FOUND
+def _dial_fault(exc: TelephonyError, identity: str) -> DialResult:
+    """A dial that got no SIP answer: rang out, never sent, refused, or unknown."""
+    if exc.status == RINGING_TIMEOUT_HTTP_STATUS:
+        # livekit-sip ends a call that rang out with no SIP response as HTTP 408
+        # ("sip request timed out"): the ringing timeout, a SIP 408 in effect.
+        return DialResult(
+            "final",
+            outcome_for_sip_status(RINGING_TIMEOUT_HTTP_STATUS),
+            sip_status="ringing timeout",
+            participant_identity=identity,
+        )
+    if not exc.sent:
+        return DialResult(
+            "not_sent", None, error=str(exc), participant_identity=identity, fault=exc
+        )
+    if exc.retryable:
+        # The request reached LiveKit and no answer came back: the phone may be ringing.
+        return DialResult("unknown", None, error=str(exc), participant_identity=identity, fault=exc)
+    # LiveKit refused the request itself (4xx): no phone rang.
+    return DialResult(
+        "final", Outcome.FAILED, error=str(exc), participant_identity=identity, fault=exc
+    )

@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
+from campaign.outcomes import AttemptStatus, ContactStatus
 from campaign.store.db import Ledger, LedgerError
-from campaign.store.models import CallRecord, Contact, DncEntry, Turn, utcnow
+from campaign.store.models import Attempt, CallRecord, Contact, DncEntry, Turn, utcnow
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,28 @@ def write_call_record(ledger: Ledger, summary: CallSummary) -> int:
         ]
         session.add(record)
         session.flush()
+        _apply_late(session, summary)
         return record.id
+
+
+def _apply_late(session: Session, summary: CallSummary) -> None:
+    """A record that came after the dialer finalised the attempt (it waits a short grace,
+    and a spooled record is replayed later) still applies what only the agent knows: the
+    answer time, the disposition, and a do-not-call request."""
+    attempt = session.get(Attempt, summary.attempt_id)
+    if attempt is None or attempt.status != AttemptStatus.DONE.value:
+        return
+    if attempt.answered_at is None and summary.answered_at is not None:
+        attempt.answered_at = summary.answered_at
+    contact = session.get(Contact, attempt.contact_id)
+    if contact is None:
+        return
+    if summary.disposition:
+        contact.disposition = summary.disposition
+    if summary.added_to_dnc:
+        if session.get(DncEntry, contact.e164) is None:
+            session.add(DncEntry(e164=contact.e164, source="agent", note="asked on a call"))
+        contact.status, contact.next_attempt_at = ContactStatus.DNC.value, None
 
 
 def get_call_record(ledger: Ledger, attempt_id: int) -> CallRecord | None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from sqlalchemy import Row, TextClause, bindparam, case, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from campaign.errors import UserError
 from campaign.outcomes import (
     FINAL_CONTACT_STATUSES,
     AttemptStatus,
@@ -31,12 +32,14 @@ from campaign.outcomes import (
 )
 from campaign.pacing import TokenBucket
 from campaign.store.db import Ledger
+from campaign.store.leases import db_now
 from campaign.store.models import (
     DUE_STATUSES,
     Attempt,
     CallRecord,
     Campaign,
     Contact,
+    DialerLease,
     DncEntry,
     UTCDateTime,
     ZoneSet,
@@ -52,7 +55,7 @@ UNDIALED_OUTCOMES = (
 )
 
 
-class CampaignNotFound(LookupError):
+class CampaignNotFound(UserError, LookupError):
     """No campaign of that name in the ledger."""
 
 
@@ -98,6 +101,8 @@ class InFlight:
     claimed_at: datetime
     dial_started_at: datetime | None
     answered_at: datetime | None
+    #: the owner's lease is current (it may be finishing the attempt itself)
+    owner_alive: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,8 @@ class CampaignSummary:
     next_attempt_at: datetime | None = None
     first_dial_at: datetime | None = None
     last_dial_at: datetime | None = None
+    #: what each live dialer of the campaign is doing (filled by the runner's `status`)
+    dialers: list[str] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
@@ -580,11 +587,14 @@ def finalise_attempt(
     answered_at: datetime | None = None,
     disposition: str | None = None,
     add_dnc: bool = False,
+    only_undialed: bool = False,
 ) -> Finalised | None:
     """Close the attempt and move its contact on, once; None if it was already closed.
 
     `decide(outcome, dials, same_outcome)` returns the contact's next status and due
-    time (the retry rules); the counts include this attempt.
+    time (the retry rules); the counts include this attempt. With `only_undialed` the
+    update is guarded by `dialing AND dial_started_at IS NULL`: None means the owner
+    dialed meanwhile (or closed it), so the attempt is not settled here.
     """
     with ledger.session() as session:
         _serialise(session)
@@ -598,10 +608,13 @@ def finalise_attempt(
         }
         if answered_at is not None:
             values["answered_at"] = answered_at
+        guard = (
+            (Attempt.status == AttemptStatus.DIALING.value) & Attempt.dial_started_at.is_(None)
+            if only_undialed
+            else Attempt.status != AttemptStatus.DONE.value
+        )
         done = session.execute(
-            update(Attempt)
-            .where(Attempt.id == attempt_id, Attempt.status != AttemptStatus.DONE.value)
-            .values(**values)
+            update(Attempt).where(Attempt.id == attempt_id, guard).values(**values)
         )
         if not done.rowcount:  # type: ignore[attr-defined]
             return None
@@ -636,8 +649,13 @@ def finalise_attempt(
 
 
 def in_flight_attempts(ledger: Ledger, campaign: int) -> list[InFlight]:
-    """Attempts left `dialing` or `in_call` (by this process, another, or a dead one)."""
+    """Attempts left `dialing` or `in_call` (by this process, another, or a dead one),
+    each with whether its owner's lease is current (by the database's clock)."""
     with ledger.session() as session:
+        now = db_now(session)
+        alive = set(
+            session.scalars(select(DialerLease.dialer_id).where(DialerLease.expires_at > now))
+        )
         rows = session.execute(
             select(Attempt, Contact.e164)
             .join(Contact, Contact.id == Attempt.contact_id)
@@ -655,6 +673,7 @@ def in_flight_attempts(ledger: Ledger, campaign: int) -> list[InFlight]:
                 claimed_at=a.claimed_at,
                 dial_started_at=a.dial_started_at,
                 answered_at=a.answered_at,
+                owner_alive=a.dialer_id in alive,
             )
             for a, e164 in rows
         ]

@@ -402,6 +402,24 @@ class CampaignRun(Base):
     summary: Mapped[str | None] = mapped_column(Text)
 
 
+class DialerLease(Base):
+    """A running dialer process: its heartbeat. Times come from the database's clock, so
+    dialers on hosts with skewed clocks agree on who expired. Only the in-flight attempts
+    of a dialer whose lease expired are reconciled by the others."""
+
+    __tablename__ = "dialer_leases"
+
+    dialer_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    campaign: Mapped[str] = mapped_column(String(200), default="")
+    #: what the dialer is doing, for `dialer status` ("dialing", "waiting for LiveKit ...")
+    state: Mapped[str] = mapped_column(String(500), default="")
+    started_at: Mapped[datetime] = mapped_column()
+    heartbeat_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class User(Base):
     """Someone who may use the desk: an operator (runs campaigns) or a viewer (reads)."""
 

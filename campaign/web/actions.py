@@ -1,8 +1,8 @@
 """What the pages and the API both do, each step a call to the function the CLI calls.
 
 Imports go through `validate_sheet` and `import_contacts` (as `dialer import`), control
-through `dialer.control` (as `dialer pause|resume|cancel`), status through
-`dialer.status`, workbooks through `write_report`, test calls through
+through `runner.control` (as `dialer pause|resume|cancel`), status through
+`runner.status`, workbooks through `write_report`, test calls through
 `call.place_test_call` (as `dialer call`), the doctor through `preflight.run_checks`.
 """
 
@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVarTuple, Unpack
 
-from campaign import dialer, preflight
+from campaign import preflight, runner
 from campaign.call import CallError, check_number, place_test_call, resolve_config
 from campaign.campaign_file import CampaignConfig
 from campaign.config import Settings
@@ -32,6 +32,7 @@ from campaign.contacts import (
     normalise_number,
     validate_sheet,
 )
+from campaign.errors import UserError
 from campaign.report import write_report
 from campaign.scheduler import CampaignScheduler
 from campaign.store import Ledger, dialing, utcnow
@@ -121,7 +122,7 @@ def import_into(
 
 def control(desk: Desk, name: str, action: str) -> str:
     require_campaign(desk, name)
-    message = dialer.control(desk.ledger, name, action)
+    message = runner.control(desk.ledger, name, action)
     if action == "cancel":
         desk_store.withdraw_requests(desk.ledger, name, "withdrawn: the campaign was cancelled")
     return message
@@ -131,13 +132,13 @@ def start(desk: Desk, name: str, user: str) -> tuple[desk_store.RequestView, boo
     """Ask a runner to dial the campaign now (a paused campaign is resumed first)."""
     require_campaign(desk, name)
     campaign_config(desk, name)  # refuse a campaign whose settings cannot run
-    summary = dialer.status(desk.ledger, name)
+    summary = runner.status(desk.ledger, name)
     if summary.status == "cancelled":
         raise DeskError(f"campaign {name} is cancelled; resume it first", 409)
     if summary.remaining == 0:
         raise DeskError(f"campaign {name} has no contact left to call; add a sheet first", 409)
     if summary.status == "paused":
-        dialer.control(desk.ledger, name, "resume")
+        runner.control(desk.ledger, name, "resume")
     return desk_store.request_run(desk.ledger, name, user)
 
 
@@ -191,9 +192,9 @@ def test_call(desk: Desk, name: str, number: str, callee: str | None) -> TestCal
     """
     config = campaign_config(desk, name)
     try:
-        prepared = dialer.prepare(config, desk.settings)
+        prepared = runner.prepare(config, desk.settings)
         e164, _ext, _zones = check_number(desk.ledger, prepared, number, utcnow())
-    except (CallError, *dialer.USER_ERRORS) as exc:
+    except UserError as exc:
         raise DeskError(str(exc)) from None
 
     def place() -> None:

@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from campaign import dialer
-from campaign.contacts import SheetError, SheetResult
-from campaign.report import ReportError
-from campaign.scheduler import ScheduleError, ScheduleView
+from campaign import runner
+from campaign.contacts import SheetResult
+from campaign.errors import UserError
+from campaign.scheduler import ScheduleView
 from campaign.store import desk as desk_store
 from campaign.store import imports as import_store
 from campaign.store import utcnow
@@ -59,14 +59,7 @@ def _fail(exc: Exception) -> HTTPException:
     return HTTPException(status, str(exc))
 
 
-_ERRORS = (
-    DeskError,
-    forms.FormErrors,
-    SheetError,
-    ScheduleError,
-    ReportError,
-    *dialer.USER_ERRORS,
-)
+_ERRORS = (DeskError, forms.FormErrors, UserError)
 
 
 # --------------------------------------------------------------------------- campaigns
@@ -142,7 +135,7 @@ def get_campaign(name: str, desk: DeskDep, _user: User) -> dict[str, Any]:
     try:
         actions.require_campaign(desk, name)
         config = desk_store.stored_config(desk.ledger, name) or {}
-        summary = dialer.status(desk.ledger, name)
+        summary = runner.status(desk.ledger, name)
     except _ERRORS as exc:
         raise _fail(exc) from None
     line = views.campaign_line(desk.ledger, name)
@@ -152,7 +145,7 @@ def get_campaign(name: str, desk: DeskDep, _user: User) -> dict[str, Any]:
 @router.get("/campaigns/{name}/status", summary="Where a campaign stands (as `dialer status`)")
 def campaign_status(name: str, desk: DeskDep, _user: User) -> dict[str, Any]:
     try:
-        summary = dialer.status(desk.ledger, name)
+        summary = runner.status(desk.ledger, name)
     except _ERRORS as exc:
         raise _fail(exc) from None
     return views.status_json(summary, views.campaign_line(desk.ledger, name))
@@ -235,7 +228,7 @@ def _action(name: str, action: str, desk: Desk) -> dict[str, Any]:
         message = actions.control(desk, name, action)
     except _ERRORS as exc:
         raise _fail(exc) from None
-    return {"message": message, "status": dialer.status(desk.ledger, name).status}
+    return {"message": message, "status": runner.status(desk.ledger, name).status}
 
 
 @router.post("/campaigns/{name}/start", status_code=202, summary="Dial it now (a runner takes it)")

@@ -19,11 +19,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import UploadFile
 
-from campaign import dialer
+from campaign import runner
 from campaign.contacts import SheetError
 from campaign.contract import Script
-from campaign.report import ReportError
-from campaign.scheduler import ScheduleError
+from campaign.errors import UserError
 from campaign.store import desk as desk_store
 from campaign.store import imports as import_store
 from campaign.store import users as user_store
@@ -50,7 +49,7 @@ LOGIN_WINDOW = timedelta(minutes=15)
 #: failed sign-ins from one address, across names, allowed per window: this many times
 #: DESK_LOGIN_ATTEMPTS (an office behind one NAT shares an address)
 ADDRESS_FACTOR = 4
-_ERRORS = (DeskError, forms.FormErrors, SheetError, ScheduleError, ReportError, *dialer.USER_ERRORS)
+_ERRORS = (DeskError, forms.FormErrors, UserError)
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
@@ -352,7 +351,7 @@ def campaign_page(
 ) -> HTMLResponse:
     campaign_id = _campaign_or_404(desk, name)
     page = max(1, page)
-    summary = dialer.status(desk.ledger, name)
+    summary = runner.status(desk.ledger, name)
     line = views.campaign_line(desk.ledger, name)
     attempts, total = desk_store.attempts_page(
         desk.ledger,

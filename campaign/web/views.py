@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from campaign import dialer
+from campaign import runner
 from campaign.outcomes import FINAL_CONTACT_STATUSES, Outcome
 from campaign.store import Ledger, schedules
 from campaign.store import desk as desk_store
@@ -80,7 +80,7 @@ def line_of(summary: CampaignSummary, *, running: bool, requested: bool) -> Camp
 
 
 def campaign_line(ledger: Ledger, name: str) -> CampaignLine:
-    summary = dialer.status(ledger, name)
+    summary = runner.status(ledger, name)
     requests = desk_store.requests_of(ledger, name, limit=1)
     requested = bool(requests and requests[0].status == "pending")
     return line_of(

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from campaign import dialer
+from campaign import runner
 from campaign.campaign_file import CampaignConfig, load_campaign
 from campaign.config import load_settings
 from campaign.dialer import Dialer, RunOptions
@@ -105,7 +105,7 @@ def write_campaign(
 
 def prepared(path: Path, env: dict[str, str]) -> CampaignConfig:
     settings = load_settings(LIVEKIT_URL=env["LIVEKIT_URL"])
-    return dialer.prepare(load_campaign(path), settings)
+    return runner.prepare(load_campaign(path), settings)
 
 
 async def run_engine(
@@ -116,7 +116,7 @@ async def run_engine(
     clock: Callable[[], datetime] | None = None,
     during: Callable[[Dialer], object] | None = None,
 ) -> Dialer:
-    dialer.import_sheets(setup.ledger, config)
+    runner.import_sheets(setup.ledger, config)
     env = setup.env
     async with Telephony(
         env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]
@@ -131,9 +131,9 @@ async def run_engine(
         if during is None:
             await asyncio.wait_for(engine.run(), timeout=600)
         else:
-            runner = asyncio.ensure_future(engine.run())
+            running = asyncio.ensure_future(engine.run())
             await asyncio.wait_for(during(engine), timeout=300)  # type: ignore[arg-type]
-            await asyncio.wait_for(runner, timeout=600)
+            await asyncio.wait_for(running, timeout=600)
     return engine
 
 
@@ -311,12 +311,12 @@ def test_pause_and_resume(sqlite_stack: Setup, tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while engine.stats.claimed < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert dialer.control(sqlite_stack.ledger, "e2e-pause", "pause").endswith("paused")
+        assert runner.control(sqlite_stack.ledger, "e2e-pause", "pause").endswith("paused")
         window["paused"] = time.time()
         await asyncio.sleep(6)
         assert engine.stats.state == "paused"
         window["resumed"] = time.time()
-        dialer.control(sqlite_stack.ledger, "e2e-pause", "resume")
+        runner.control(sqlite_stack.ledger, "e2e-pause", "resume")
 
     asyncio.run(
         run_engine(sqlite_stack, prepared(path, sqlite_stack.env), during=pause_then_resume)
@@ -463,7 +463,7 @@ def test_two_dialers_share_one_postgres_ledger(
         )
         # Import once, so the two processes start on equal terms.
         setup = Setup(ledger, pg_ledger_url, worker, devstack_env)
-        dialer.import_sheets(setup.ledger, prepared(path, devstack_env))
+        runner.import_sheets(setup.ledger, prepared(path, devstack_env))
         procs = [
             dialer_cli(path, pg_ledger_url, devstack_env, worker.agent_name, tmp_path / f"d{i}.log")
             for i in range(2)

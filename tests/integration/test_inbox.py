@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from campaign.config import get_settings
-from campaign.dialer import dial_campaign
 from campaign.inbox import InboxPaths, pick_up
+from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler
 from campaign.store import Contact, open_ledger
 from campaign.store.db import LEDGER_FAULTS

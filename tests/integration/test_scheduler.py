@@ -25,7 +25,7 @@ from alembic import command
 from sqlalchemy import func, select
 
 from campaign.config import get_settings
-from campaign.dialer import dial_campaign
+from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler, ScheduleError
 from campaign.store import Contact, open_ledger
 from campaign.store import schedules as store

@@ -5,7 +5,7 @@ deep folder failed its whole import. Other sizes hold what validation lets throu
 of 20 characters, extensions of 20 digits, campaign names of 100).
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0001"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

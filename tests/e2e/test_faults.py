@@ -1,0 +1,268 @@
+"""Faults on the real stack: a frozen livekit-server, an agent job killed mid-call, the
+dialer killed at several moments. Nothing of ours is replaced.
+
+The devstack is shared: the SIGSTOP test freezes LiveKit for everyone using it, so it
+keeps the freeze short (`FREEZE_S`) and always sends SIGCONT in a `finally`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from campaign.store import open_ledger
+from devstack import config as devstack_config
+from devstack.phones import Behaviour, Event, read_log
+from tests.e2e.agent_worker import start_agent_worker, wait_for
+from tests.e2e.test_dialer import (
+    DIALER,
+    Setup,
+    attempts_by_number,
+    contacts_by_number,
+    dialed,
+    dialer_cli,
+    numbers,
+    phone_calls,
+    write_campaign,
+)
+
+pytestmark = pytest.mark.e2e
+
+#: How long livekit-server stays frozen. The issue asks for 2 minutes; the breaker opens
+#: within about 35 s of the freeze (three setups failing at their deadlines), so 75 s
+#: leaves 40 s of "waiting for LiveKit" to see, and freezes every other user less.
+FREEZE_S = 75.0
+#: a call is hung up this soon after its agent died
+AGENT_LOST_WITHIN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def stack(
+    devstack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setup]:
+    """One SQLite ledger and one real agent worker writing its call records into it."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('faults-e2e') / 'ledger.db'}"
+    ledger = open_ledger(url)
+    with start_agent_worker(database_url=url, env=devstack_env) as worker:
+        yield Setup(ledger, url, worker, devstack_env)
+    ledger.dispose()
+
+
+def livekit_pid() -> int:
+    pid = int((devstack_config.RUN_DIR / "livekit-server.pid").read_text().strip())
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert b"livekit-server" in cmdline, "the pid file does not name livekit-server"
+    return pid
+
+
+def status_of(setup: Setup, campaign: str) -> str:
+    done = subprocess.run(
+        [DIALER, "status", campaign],
+        env={**os.environ, **setup.env, "DIALER_DATABASE_URL": setup.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout + done.stderr
+
+
+def test_frozen_livekit_burns_no_contact(stack: Setup, tmp_path: Path) -> None:
+    """SIGSTOP livekit-server mid-campaign, then SIGCONT: the run shows the wait (live
+    state in `dialer status`), burns no contact, and dials every contact afterwards."""
+    setup = stack
+    nums = numbers(Behaviour.DECLINES, 6) + numbers(Behaviour.UNKNOWN_NUMBER, 2)
+    path = write_campaign(
+        tmp_path,
+        "e2e-freeze",
+        [{"name": "x", "phone": n} for n in nums],
+        setup.worker.agent_name,
+        max_concurrent_calls=2,
+        calls_per_second=0.5,
+        # a dial cut off by the freeze may have rung or not: try it again soon
+        retry={"unknown": {"delay": "2s"}},
+    )
+    since = time.time()
+    log = tmp_path / "run.log"
+    proc = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, log, "--max-wait", "10m")
+    pid = livekit_pid()
+    statuses: list[str] = []
+    try:
+        wait_for(
+            lambda: any(dialed(m) for m in attempts_by_number(setup.ledger, "e2e-freeze").values()),
+            120,
+            "the first dial",
+        )
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            frozen_until = time.monotonic() + FREEZE_S
+            while time.monotonic() < frozen_until:
+                time.sleep(min(10.0, max(0.0, frozen_until - time.monotonic())))
+                statuses.append(status_of(setup, "e2e-freeze"))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert any("waiting for LiveKit" in s for s in statuses), statuses
+    assert "is down" in log.read_text()
+    contacts = contacts_by_number(setup.ledger, "e2e-freeze")
+    attempts = attempts_by_number(setup.ledger, "e2e-freeze")
+    assert Counter(c.status for c in contacts.values()) == {"declined": 6, "invalid": 2}
+    phone = phone_calls(set(nums), since)
+    for number, made in attempts.items():
+        assert all(a.status == "done" for a in made)
+        outcomes = [a.outcome for a in dialed(made) if a.outcome not in ("unknown", "cancelled")]
+        assert outcomes in (["declined"], ["invalid_number"]), [(a.outcome, a.error) for a in made]
+        # every contact rang, and never more often than it was dialed
+        assert 1 <= len(phone[number]) <= len(dialed(made)), number
+        # what never rang counts against nothing
+        assert Counter(a.outcome for a in made)["agent_unavailable"] <= 2
+
+
+def job_pid(worker_log: str, attempt_id: int) -> int | None:
+    """The pid of the agent's job process that handles `attempt_id` (from its JSON log)."""
+    for line in worker_log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("attempt_id") == attempt_id and entry.get("message") == "answered":
+            return int(entry["pid"])
+    return None
+
+
+def test_agent_job_killed_mid_call_is_agent_lost_and_retried(stack: Setup, tmp_path: Path) -> None:
+    setup = stack
+    (number,) = numbers(Behaviour.TALKS, 1)
+    path = write_campaign(
+        tmp_path,
+        "e2e-agent-lost",
+        [{"name": "x", "phone": number}],
+        setup.worker.agent_name,
+        retry={"agent_lost": {"delay": "3s"}, "max_attempts": 2},
+    )
+    since = time.time()
+    log = tmp_path / "run.log"
+    proc = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, log)
+    killed_at = 0.0
+    try:
+
+        def answered_pid() -> int | None:
+            made = attempts_by_number(setup.ledger, "e2e-agent-lost").get(number, [])
+            live = [a for a in made if a.status == "in_call"]
+            return job_pid(setup.worker.output(), live[0].id) if live else None
+
+        wait_for(lambda: answered_pid() is not None, 180, "the agent's job to answer")
+        pid = answered_pid()
+        assert pid is not None
+        time.sleep(2.0)  # mid-call
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.time()
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    made = attempts_by_number(setup.ledger, "e2e-agent-lost")[number]
+    assert [a.outcome for a in made][:2] == ["agent_lost", "answered"], [
+        (a.outcome, a.error) for a in made
+    ]
+    first_call_end = phone_calls({number}, since)[number][0][1]
+    assert first_call_end - killed_at < AGENT_LOST_WITHIN_S
+    assert contacts_by_number(setup.ledger, "e2e-agent-lost")[number].status == "completed"
+
+
+def test_kill_9_while_ringing_keeps_what_the_phone_did(stack: Setup, tmp_path: Path) -> None:
+    """kill -9 while the phone rings; the restarted dialer follows the ringing call to
+    its end: it rang out, so `no_answer`, never `failed`."""
+    setup = stack
+    (number,) = numbers(Behaviour.NO_ANSWER, 1)
+    path = write_campaign(
+        tmp_path,
+        "e2e-kill-ringing",
+        [{"name": "x", "phone": number}],
+        setup.worker.agent_name,
+        ringing_timeout="40s",
+        retry={"no_answer": "never"},
+    )
+    since = time.time()
+    first = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, tmp_path / "1.log")
+    try:
+        wait_for(
+            lambda: any(e.event == Event.RECEIVED for e in read_log(number=number, since=since)),
+            120,
+            "the phone to ring",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    second = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, tmp_path / "2.log")
+    try:
+        assert second.wait(timeout=300) == 0, (tmp_path / "2.log").read_text()[-3000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+    (attempt,) = attempts_by_number(setup.ledger, "e2e-kill-ringing")[number]
+    assert (attempt.outcome, attempt.status) == ("no_answer", "done"), attempt.error
+    assert contacts_by_number(setup.ledger, "e2e-kill-ringing")[number].status == "exhausted"
+    assert len(phone_calls({number}, since)[number]) == 1
+
+
+@pytest.mark.parametrize("moment", ["claimed", "ringing", "in_call"])
+def test_kill_9_at_several_moments_loses_nothing(stack: Setup, tmp_path: Path, moment: str) -> None:
+    setup = stack
+    talks = numbers(Behaviour.TALKS, 2)
+    others = numbers(Behaviour.BUSY, 2) + numbers(Behaviour.DECLINES, 2)
+    name = f"e2e-kill-{moment.replace('_', '-')}"
+    path = write_campaign(
+        tmp_path,
+        name,
+        [{"name": "x", "phone": n} for n in talks + others],
+        setup.worker.agent_name,
+        max_concurrent_calls=3,
+        calls_per_second=2.0,
+        retry={"busy": "never"},
+    )
+    since = time.time()
+    first = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, tmp_path / "1.log")
+
+    def reached() -> bool:
+        made = [a for m in attempts_by_number(setup.ledger, name).values() for a in m]
+        if moment == "claimed":
+            return any(a.dial_started_at is None and a.status == "dialing" for a in made)
+        if moment == "ringing":
+            return any(a.dial_started_at is not None and a.status == "dialing" for a in made)
+        return any(a.status == "in_call" for a in made)
+
+    try:
+        wait_for(reached, 180, f"an attempt {moment}")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    second = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, tmp_path / "2.log")
+    try:
+        assert second.wait(timeout=300) == 0, (tmp_path / "2.log").read_text()[-3000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+    attempts = attempts_by_number(setup.ledger, name)
+    contacts = contacts_by_number(setup.ledger, name)
+    phone = phone_calls(set(talks + others), since)
+    for number, made in attempts.items():
+        assert all(a.status == "done" for a in made)
+        # one phone call per dialed attempt, never two
+        assert len(phone[number]) <= sum(a.dial_started_at is not None for a in made), number
+        assert "failed" not in [a.outcome for a in made], [(a.outcome, a.error) for a in made]
+    for number in talks:
+        assert contacts[number].status == "completed"
+    for number in others:
+        assert contacts[number].status in ("exhausted", "declined")
+        assert phone[number], number  # nobody closed without a dial
