@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 from campaign.cli import app
 from campaign.config import get_settings
 from campaign.contacts import read_sheet
-from campaign.dialer import control
 from campaign.outcomes import CampaignStatus, ContactStatus, Outcome
 from campaign.pacing import TokenBucket
+from campaign.runner import control
 from campaign.store import Contact, Ledger, open_ledger
 from campaign.store import dialing as store
 from campaign.store.db import alembic_config

@@ -15,7 +15,7 @@ import requests
 import uvicorn
 
 from campaign.config import load_settings
-from campaign.dialer import dial_campaign
+from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler
 from campaign.store import Ledger, open_ledger
 from campaign.store import users as user_store

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from campaign.config import get_settings
-from campaign.dialer import dial_campaign
+from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler
 from campaign.store import desk as desk_store
 from campaign.store import open_ledger
