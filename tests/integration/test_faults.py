@@ -231,7 +231,7 @@ def test_guarded_settle_and_dial_start_exclude_each_other(ledger: Ledger) -> Non
             wall=float(next(walls)),
             max_concurrent=5,
             bucket=TokenBucket(rate=50),
-            dialable=lambda _zones: True,
+            window=config.window,
         )
         assert result.claimed is not None
         return result.claimed
