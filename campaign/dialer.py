@@ -47,7 +47,13 @@ from campaign.config import Settings, get_settings
 from campaign.contacts import SheetError, read_sheet
 from campaign.contract import DialRequest
 from campaign.live_view import live_view
-from campaign.outcomes import AmdResult, AttemptStatus, CampaignStatus, ContactStatus, Outcome
+from campaign.outcomes import (
+    AttemptStatus,
+    CampaignStatus,
+    ContactStatus,
+    Outcome,
+    outcome_for_call,
+)
 from campaign.pacing import TokenBucket
 from campaign.report import ReportError, write_report
 from campaign.retry import decide, parse_duration
@@ -549,13 +555,10 @@ class Dialer:
             await asyncio.sleep(0.25)
             record = store.call_record(self.ledger, attempt_id)
         if record is not None and (answered or record.answered_at is not None):
-            outcome = (
-                Outcome.VOICEMAIL if record.amd_result == AmdResult.MACHINE else Outcome.ANSWERED
-            )
             self._finalise(
                 attempt_id,
                 timezones,
-                outcome,
+                outcome_for_call(record.amd_result),
                 answered_at=record.answered_at,
                 disposition=record.disposition,
                 add_dnc=record.added_to_dnc,
