@@ -45,6 +45,10 @@ class CallState:
     callback_at: str | None = None
     added_to_dnc: bool = False
     voicemail_left: bool = False
+    #: seconds after the answer: the verdict, the end of the beep, the message's start
+    amd_latency: float | None = None
+    beep_latency: float | None = None
+    message_latency: float | None = None
     end_reason: EndReason | None = None
     error: str | None = None
 

@@ -1,0 +1,347 @@
+"""Answering-machine detection: who answered, judged in the first seconds of the call.
+
+Five classes (`campaign.outcomes.AmdResult`): human, voicemail, screener, ivr and
+silence. The verdict rests on what the session already measures: how long the
+callee spoke before the first pause (its VAD) and the words of that greeting (its
+STT). A person answering says a few words and waits; a machine speaks on, and its
+words say which machine it is. The mailbox's beep is found in the raw audio
+(`BeepDetector`), so the voicemail message starts after it.
+
+`classify_greeting` and `BeepDetector` are pure and unit-tested; the
+`AnsweringMachineDetector` wires them to one call's session and audio track.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import AgentSession
+from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChangedEvent
+
+from agent.local.vocabulary import (
+    IVR_PHRASES,
+    SCREENER_PHRASES,
+    UNAVAILABLE_PHRASES,
+    VOICEMAIL_PHRASES,
+    contains_phrase,
+)
+from campaign.outcomes import AmdResult
+
+logger = logging.getLogger(__name__)
+
+#: Speech before the first pause up to this long is a person, unless its words say
+#: otherwise (a person answering says "Hello?" or their name and waits).
+HUMAN_MAX_SPEECH_S = 2.0
+#: Below this, no words make it a machine (a misheard "Hello" is still a person).
+WORDS_DECIDE_FROM_S = 1.5
+#: Distinct machine phrases that make a short greeting a machine.
+MACHINE_CUES = 2
+#: The session's VAD reports the end of speech after this much silence (Silero's
+#: default min_silence_duration); it is taken off the measured speech.
+VAD_SILENCE_S = 0.55
+#: Shorter bursts with no words are line noise, not speech.
+MIN_SPEECH_S = 0.25
+#: The STT's final transcript normally follows the VAD's end of speech at once.
+TRANSCRIPT_WAIT_S = 1.5
+#: Nobody has spoken this long after the answer (or the agent's prompt): silence.
+NO_SPEECH_S = 3.5
+#: A greeting still going this long after listening began is a machine.
+VERDICT_MAX_S = 20.0
+_TICK_S = 0.02
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What answered, when it was known (time.time()) and why."""
+
+    result: AmdResult
+    at: float
+    reason: str
+    #: False for a mailbox that says it takes no messages
+    accepts_message: bool = True
+
+
+def _cues(text: str, phrases: tuple[str, ...]) -> list[str]:
+    """The phrases heard, leaving out those inside a longer one heard ("the tone" in
+    "at the tone"), so one phrase counts once."""
+    heard = [p for p in phrases if contains_phrase(text, p)]
+    return [p for p in heard if not any(p != q and contains_phrase(q, p) for q in heard)]
+
+
+def classify_greeting(transcript: str, speech_s: float) -> tuple[AmdResult, str]:
+    """What answered, from the words heard and the seconds of speech before a pause."""
+    if _cues(transcript, UNAVAILABLE_PHRASES):
+        return AmdResult.VOICEMAIL, "a mailbox that takes no messages"
+    found = {
+        AmdResult.IVR: _cues(transcript, IVR_PHRASES),
+        AmdResult.SCREENER: _cues(transcript, SCREENER_PHRASES),
+        AmdResult.VOICEMAIL: _cues(transcript, VOICEMAIL_PHRASES),
+    }
+    strongest = max(len(cues) for cues in found.values())
+    if speech_s < WORDS_DECIDE_FROM_S or (
+        speech_s < HUMAN_MAX_SPEECH_S and strongest < MACHINE_CUES
+    ):
+        return AmdResult.HUMAN, f"{speech_s:.1f} s of speech, then a pause"
+    if strongest == 0:
+        return AmdResult.VOICEMAIL, f"{speech_s:.1f} s of speech without a pause"
+    # ties go to the class with the more specific phrases: a menu, then a screener
+    result = next(r for r, cues in found.items() if len(cues) == strongest)
+    return result, f"{speech_s:.1f} s of speech; heard " + ", ".join(repr(c) for c in found[result])
+
+
+def accepts_message(transcript: str) -> bool:
+    """False when the greeting says the mailbox cannot take a message."""
+    return not _cues(transcript, UNAVAILABLE_PHRASES)
+
+
+class BeepDetector:
+    """Finds a mailbox beep: a steady pure tone (300-3000 Hz) of at least `min_s`.
+
+    Audio is cut into 40 ms windows every 20 ms; a window is tonal when nearly all its
+    energy sits within +-60 Hz of one peak (speech spreads its energy over harmonics).
+    `push` returns the end of a beep (seconds of audio pushed so far) once the tone stops.
+    """
+
+    WINDOW_S = 0.04
+    HOP_S = 0.02
+    #: share of a window's energy near its peak that makes it tonal
+    PURITY = 0.8
+    #: quieter windows (RMS, 16-bit) are not judged at all
+    MIN_RMS = 150.0
+    BAND_HZ = (300.0, 3000.0)
+    PEAK_HALF_WIDTH_HZ = 60.0
+    MAX_DRIFT_HZ = 30.0
+
+    def __init__(self, sample_rate: int, *, min_s: float = 0.16) -> None:
+        self.sample_rate = sample_rate
+        self._window = round(self.WINDOW_S * sample_rate)
+        self._hop = round(self.HOP_S * sample_rate)
+        self._fft = 1 << (self._window * 4 - 1).bit_length()  # zero-padded: finer peaks
+        self._taper = np.hanning(self._window)
+        freqs = np.fft.rfftfreq(self._fft, 1.0 / sample_rate)
+        self._freqs = freqs
+        self._band = (freqs >= self.BAND_HZ[0] - 100) & (freqs <= self.BAND_HZ[1] + 300)
+        self._min_windows = max(1, round((min_s - self.WINDOW_S) / self.HOP_S) + 1)
+        self._buffer = np.zeros(0, dtype=np.float64)
+        self._consumed = 0  #: samples dropped from the buffer's front
+        self._run = 0
+        self._run_start = 0.0
+        self._run_hz = 0.0
+        #: (start, end, Hz) of every beep found, in seconds of audio
+        self.beeps: list[tuple[float, float, float]] = []
+
+    def push(self, samples: np.ndarray) -> tuple[float, float, float] | None:
+        """Feed 16-bit mono samples; returns (start, end, Hz) of a beep that just ended."""
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float64)])
+        ended = None
+        while len(self._buffer) >= self._window:
+            at = self._consumed / self.sample_rate
+            hz = self._tone(self._buffer[: self._window])
+            if hz is not None and (self._run == 0 or abs(hz - self._run_hz) <= self.MAX_DRIFT_HZ):
+                if self._run == 0:
+                    self._run_start = at
+                self._run += 1
+                self._run_hz = hz
+            else:
+                ended = self._close(at) or ended
+                if hz is not None:  # a new tone right after another one
+                    self._run, self._run_start, self._run_hz = 1, at, hz
+            self._buffer = self._buffer[self._hop :]
+            self._consumed += self._hop
+        return ended
+
+    def _close(self, at: float) -> tuple[float, float, float] | None:
+        beep = None
+        if self._run >= self._min_windows:
+            # the tone stopped somewhere in the last window's second half
+            beep = (self._run_start, at + self.WINDOW_S - self.HOP_S, self._run_hz)
+            self.beeps.append(beep)
+        self._run = 0
+        return beep
+
+    def _tone(self, window: np.ndarray) -> float | None:
+        if float(np.sqrt(np.mean(window**2))) < self.MIN_RMS:
+            return None
+        power = np.abs(np.fft.rfft(window * self._taper, self._fft)) ** 2
+        power[~self._band] = 0.0
+        total = float(power.sum())
+        if total <= 0.0:
+            return None
+        peak = int(np.argmax(power))
+        hz = float(self._freqs[peak])
+        if not self.BAND_HZ[0] <= hz <= self.BAND_HZ[1]:
+            return None
+        near = np.abs(self._freqs - hz) <= self.PEAK_HALF_WIDTH_HZ
+        return hz if float(power[near].sum()) / total >= self.PURITY else None
+
+
+class AnsweringMachineDetector:
+    """Judges one call: listens to the session's VAD and STT and to the callee's audio.
+
+    `start(answered_at)` begins a listening window; `verdict()` waits for the judgement
+    of that window. `listen_again()` opens a new window (after the agent's prompt or its
+    answer to a screener). Beeps are heard from `listen_to()` on, for the whole call.
+    """
+
+    def __init__(self, session: AgentSession[Any], *, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._changed = asyncio.Event()
+        self._window_start: float | None = None
+        self._speaking_since: float | None = None
+        self._speech_s = 0.0
+        self._heard: list[str] = []
+        self._segment_ended_at: float | None = None
+        self._transcribed = False
+        self._last_speech_end: float | None = None
+        self._beep_ends: list[float] = []
+        self._audio_task: asyncio.Task[None] | None = None
+        session.on("user_state_changed", self._on_user_state)
+        session.on("user_input_transcribed", self._on_transcript)
+
+    @property
+    def heard(self) -> str:
+        """The words of the current listening window."""
+        return " ".join(self._heard)
+
+    @property
+    def beep_ends(self) -> list[float]:
+        """When each beep ended (time.time())."""
+        return list(self._beep_ends)
+
+    def listen_to(self, participant: rtc.RemoteParticipant) -> None:
+        """Watch the callee's audio for beeps (until `aclose`)."""
+        self._audio_task = asyncio.create_task(self._read_audio(participant))
+
+    async def aclose(self) -> None:
+        if self._audio_task is not None:
+            self._audio_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._audio_task
+
+    def start(self, at: float) -> None:
+        """Open a listening window at `at` (time.time(): the answer, or the end of a prompt)."""
+        self._window_start = at
+        self._speech_s = 0.0
+        self._heard = []
+        self._segment_ended_at = None
+        self._transcribed = False
+        if self._speaking_since is not None:
+            self._speaking_since = max(self._speaking_since, at)
+        self._changed.set()
+
+    def listen_again(self) -> None:
+        self.start(self._clock())
+
+    @property
+    def speaking(self) -> bool:
+        return self._speaking_since is not None
+
+    @property
+    def quiet_since(self) -> float | None:
+        """When the callee last stopped speaking (None while speaking or if never heard)."""
+        return None if self.speaking else self._last_speech_end
+
+    async def verdict(self) -> Verdict:
+        """The judgement of the current listening window."""
+        start = self._window_start
+        if start is None:
+            raise RuntimeError("start() the detector before asking for a verdict")
+        while True:
+            verdict = self._judge(self._clock(), start)
+            if verdict is not None:
+                return verdict
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=_TICK_S)
+
+    async def beep_or_quiet(
+        self, *, after: float, quiet_s: float, max_wait_s: float
+    ) -> float | None:
+        """Wait for a beep that ends after `after` and is followed by no speech; returns its
+        end. Without one, return None once the callee has been quiet `quiet_s` (a mailbox
+        without a beep) or after `max_wait_s` at most."""
+        deadline = self._clock() + max_wait_s
+        while self._clock() < deadline:
+            now = self._clock()
+            beeps = [end for end in self._beep_ends if end > after]
+            if beeps and not self.speaking and now - beeps[-1] >= _TICK_S:
+                return beeps[-1]
+            quiet = self.quiet_since
+            if not self.speaking and now - max(quiet or after, after) >= quiet_s:
+                return None
+            await asyncio.sleep(_TICK_S)
+        return None
+
+    def _judge(self, now: float, start: float) -> Verdict | None:
+        ended = self._segment_ended_at
+        if ended is not None and (self._transcribed or now - ended >= TRANSCRIPT_WAIT_S):
+            self._segment_ended_at = None
+            self._transcribed = False
+            text = self.heard
+            if text or self._speech_s >= MIN_SPEECH_S:
+                result, reason = classify_greeting(text, self._speech_s)
+                if not (result is AmdResult.HUMAN and self.speaking):
+                    return Verdict(result, now, reason, accepts_message(text))
+        heard_nothing = not self._heard and self._speech_s < MIN_SPEECH_S
+        if heard_nothing and not self.speaking and now - start >= NO_SPEECH_S:
+            return Verdict(AmdResult.SILENCE, now, f"nobody spoke for {NO_SPEECH_S:.1f} s")
+        if now - start >= VERDICT_MAX_S:
+            if heard_nothing and not self.speaking:
+                return Verdict(AmdResult.SILENCE, now, "nobody spoke")
+            return Verdict(AmdResult.VOICEMAIL, now, f"still speaking after {VERDICT_MAX_S:.0f} s")
+        return None
+
+    def _on_user_state(self, event: UserStateChangedEvent) -> None:
+        if event.new_state == "speaking" and self._speaking_since is None:
+            self._speaking_since = event.created_at
+        elif event.new_state != "speaking" and self._speaking_since is not None:
+            began = self._speaking_since
+            if self._window_start is not None:
+                began = max(began, self._window_start)
+            self._speech_s += max(0.0, event.created_at - began - VAD_SILENCE_S)
+            self._speaking_since = None
+            self._last_speech_end = event.created_at - VAD_SILENCE_S
+            self._segment_ended_at = event.created_at
+            self._transcribed = False
+        self._changed.set()
+
+    def _on_transcript(self, event: UserInputTranscribedEvent) -> None:
+        if not event.is_final:
+            return
+        if event.transcript.strip():
+            self._heard.append(event.transcript.strip())
+        self._transcribed = True
+        self._changed.set()
+
+    async def _read_audio(self, participant: rtc.RemoteParticipant) -> None:
+        rate = 8000  # the telephone band is all a beep can be in
+        detector = BeepDetector(rate)
+        stream = rtc.AudioStream.from_participant(
+            participant=participant,
+            track_source=rtc.TrackSource.SOURCE_MICROPHONE,
+            sample_rate=rate,
+            num_channels=1,
+        )
+        first: float | None = None
+        try:
+            async for event in stream:
+                if first is None:
+                    first = self._clock()
+                frame = event.frame
+                beep = detector.push(np.frombuffer(frame.data, dtype=np.int16))
+                if beep is not None:
+                    start, end, hz = beep
+                    # audio arrives in real time: its clock is the first frame's plus samples
+                    self._beep_ends.append(first + end)
+                    logger.info("beep heard: %.0f Hz, %.2f s", hz, end - start)
+                    self._changed.set()
+        finally:
+            await stream.aclose()
