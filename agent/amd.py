@@ -49,8 +49,13 @@ MACHINE_CUES = 2
 VAD_SILENCE_S = 0.55
 #: Shorter bursts with no words are line noise, not speech.
 MIN_SPEECH_S = 0.25
-#: The STT's final transcript normally follows the VAD's end of speech at once.
+#: The STT's final transcript follows the VAD's end of speech once the utterance is
+#: decoded: allow this much, plus a share of the utterance's length.
 TRANSCRIPT_WAIT_S = 1.5
+TRANSCRIPT_WAIT_PER_SPEECH_S = 0.4
+#: A machine's greeting is over once it has been quiet this long (speech ends at a
+#: pause of VAD_SILENCE_S, but recorded greetings pause between sentences too).
+MACHINE_SILENCE_S = 1.0
 #: Nobody has spoken this long after the answer (or the agent's prompt): silence.
 NO_SPEECH_S = 3.5
 #: A greeting still going this long after listening began is a machine.
@@ -131,6 +136,8 @@ class BeepDetector:
         self._band = (freqs >= self.BAND_HZ[0] - 100) & (freqs <= self.BAND_HZ[1] + 300)
         self._min_windows = max(1, round((min_s - self.WINDOW_S) / self.HOP_S) + 1)
         self._buffer = np.zeros(0, dtype=np.float64)
+        #: seconds of audio pushed so far
+        self.pushed_s = 0.0
         self._consumed = 0  #: samples dropped from the buffer's front
         self._run = 0
         self._run_start = 0.0
@@ -141,6 +148,7 @@ class BeepDetector:
     def push(self, samples: np.ndarray) -> tuple[float, float, float] | None:
         """Feed 16-bit mono samples; returns (start, end, Hz) of a beep that just ended."""
         self._buffer = np.concatenate([self._buffer, samples.astype(np.float64)])
+        self.pushed_s += len(samples) / self.sample_rate
         ended = None
         while len(self._buffer) >= self._window:
             at = self._consumed / self.sample_rate
@@ -200,6 +208,8 @@ class AnsweringMachineDetector:
         self._heard: list[str] = []
         self._segment_ended_at: float | None = None
         self._transcribed = False
+        #: the greeting already sounds like a machine: judge it once it is over
+        self._machine = False
         self._last_speech_end: float | None = None
         self._beep_ends: list[float] = []
         self._audio_task: asyncio.Task[None] | None = None
@@ -233,6 +243,7 @@ class AnsweringMachineDetector:
         self._heard = []
         self._segment_ended_at = None
         self._transcribed = False
+        self._machine = False
         if self._speaking_since is not None:
             self._speaking_since = max(self._speaking_since, at)
         self._changed.set()
@@ -282,21 +293,46 @@ class AnsweringMachineDetector:
 
     def _judge(self, now: float, start: float) -> Verdict | None:
         ended = self._segment_ended_at
-        if ended is not None and (self._transcribed or now - ended >= TRANSCRIPT_WAIT_S):
+        wait = TRANSCRIPT_WAIT_S + TRANSCRIPT_WAIT_PER_SPEECH_S * self._speech_s
+        # below WORDS_DECIDE_FROM_S the words change nothing: no need to wait for them
+        short = MIN_SPEECH_S <= self._speech_s < WORDS_DECIDE_FROM_S and not self._heard
+        if ended is not None and (self._transcribed or short or now - ended >= wait):
             self._segment_ended_at = None
             self._transcribed = False
             text = self.heard
             if text or self._speech_s >= MIN_SPEECH_S:
                 result, reason = classify_greeting(text, self._speech_s)
-                if not (result is AmdResult.HUMAN and self.speaking):
-                    return Verdict(result, now, reason, accepts_message(text))
+                if result is AmdResult.HUMAN and not self.speaking:
+                    return Verdict(result, now, reason)
+                if result is not AmdResult.HUMAN:
+                    self._machine = True
+        quiet = self.quiet_since
+        if (
+            self._machine
+            and self._segment_ended_at is None
+            and quiet is not None
+            and now - quiet >= MACHINE_SILENCE_S
+        ):
+            # a machine: judged on its whole greeting, once it is over
+            text = self.heard
+            result, reason = classify_greeting(text, self._speech_s)
+            if result is AmdResult.HUMAN:  # cannot be: speech only grows; keep it a machine
+                result = AmdResult.VOICEMAIL
+            return Verdict(result, now, reason, accepts_message(text))
         heard_nothing = not self._heard and self._speech_s < MIN_SPEECH_S
         if heard_nothing and not self.speaking and now - start >= NO_SPEECH_S:
             return Verdict(AmdResult.SILENCE, now, f"nobody spoke for {NO_SPEECH_S:.1f} s")
         if now - start >= VERDICT_MAX_S:
             if heard_nothing and not self.speaking:
                 return Verdict(AmdResult.SILENCE, now, "nobody spoke")
-            return Verdict(AmdResult.VOICEMAIL, now, f"still speaking after {VERDICT_MAX_S:.0f} s")
+            text = self.heard
+            result, reason = classify_greeting(text, max(self._speech_s, HUMAN_MAX_SPEECH_S))
+            return Verdict(
+                result,
+                now,
+                f"still speaking after {VERDICT_MAX_S:.0f} s; {reason}",
+                accepts_message(text),
+            )
         return None
 
     def _on_user_state(self, event: UserStateChangedEvent) -> None:
@@ -330,17 +366,14 @@ class AnsweringMachineDetector:
             sample_rate=rate,
             num_channels=1,
         )
-        first: float | None = None
         try:
             async for event in stream:
-                if first is None:
-                    first = self._clock()
                 frame = event.frame
                 beep = detector.push(np.frombuffer(frame.data, dtype=np.int16))
                 if beep is not None:
                     start, end, hz = beep
-                    # audio arrives in real time: its clock is the first frame's plus samples
-                    self._beep_ends.append(first + end)
+                    # when the agent heard it end: this frame's arrival, less the audio since
+                    self._beep_ends.append(self._clock() - (detector.pushed_s - end))
                     logger.info("beep heard: %.0f Hz, %.2f s", hz, end - start)
                     self._changed.set()
         finally:

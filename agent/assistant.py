@@ -122,9 +122,13 @@ class Assistant(Agent):
         return self._call
 
     def greet(self) -> SpeechHandle:
-        """Open the conversation (once AMD has heard a person)."""
+        """Open the conversation (once AMD has heard a person), said whole.
+
+        AMD judges the callee's "Hello?" as soon as it ends; the framework completes
+        that same turn a moment later and would cut off an interruptible greeting to
+        answer it. Said whole, the greeting outlasts that turn, which is dropped."""
         self._call.greeted = True
-        return self.session.generate_reply()
+        return self.session.generate_reply(allow_interruptions=False)
 
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
         # Until the greeting starts, words are AMD's to judge ("Hello?"), not ours to answer.

@@ -293,7 +293,10 @@ def _note_verdict(call: CallState, verdict: Verdict) -> None:
 
 
 async def _say(session: AgentSession[Any], request: DialRequest, text: str) -> None:
-    handle = session.say(request.script.render(text, script_variables(request)))
+    """One line, said whole: a screener or a silent line does not take turns."""
+    handle = session.say(
+        request.script.render(text, script_variables(request)), allow_interruptions=False
+    )
     await handle
 
 

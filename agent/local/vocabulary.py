@@ -55,6 +55,10 @@ IVR_PHRASES: tuple[str, ...] = (
     "press zero",
     "press the pound key",
     "for english press",
+    "for english",
+    "press",
+    "menu",
+    "carefully",
     "for sales",
     "for support",
     "for billing",
@@ -65,7 +69,9 @@ IVR_PHRASES: tuple[str, ...] = (
     "extension",
     "thank you for calling",
     "office is now closed",
+    "now closed",
     "our hours",
+    "business hours",
 )
 
 #: A call-screening service asking who calls and why (Pixel, iOS, carriers).
