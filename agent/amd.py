@@ -39,9 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Speech before the first pause up to this long is a person, unless its words say
 #: otherwise (a person answering says "Hello?" or their name and waits).
-HUMAN_MAX_SPEECH_S = 2.0
+HUMAN_MAX_SPEECH_S = 1.8
 #: Below this, no words make it a machine (a misheard "Hello" is still a person).
-WORDS_DECIDE_FROM_S = 1.5
+WORDS_DECIDE_FROM_S = 1.3
 #: Distinct machine phrases that make a short greeting a machine.
 MACHINE_CUES = 2
 #: The session's VAD reports the end of speech after this much silence (Silero's
@@ -191,6 +191,53 @@ class BeepDetector:
         return hz if float(power[near].sum()) / total >= self.PURITY else None
 
 
+class SpeechMeter:
+    """How long the callee spoke, measured in the audio itself (not in event times, which
+    lag when the CPU is busy): 20 ms frames louder than the line's noise floor, joined
+    across gaps shorter than `HANGOVER_S`.
+    """
+
+    FRAME_S = 0.02
+    #: a frame this far above the noise floor (and above MIN_DBFS) is speech
+    ABOVE_FLOOR_DB = 6.0
+    MIN_DBFS = -50.0
+    HANGOVER_S = 0.3
+    #: the floor follows quieter frames at once and louder ones slowly (dB per frame)
+    FLOOR_RISE_DB = 0.02
+
+    def __init__(self, sample_rate: int) -> None:
+        self._frame = round(self.FRAME_S * sample_rate)
+        self._rate = sample_rate
+        self._buffer = np.zeros(0, dtype=np.float64)
+        self._floor_db: float | None = None
+        self.pushed_s = 0.0
+        #: [start, end] of each stretch of speech, in seconds of audio
+        self.regions: list[list[float]] = []
+
+    def push(self, samples: np.ndarray) -> None:
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float64)])
+        while len(self._buffer) >= self._frame:
+            frame, self._buffer = self._buffer[: self._frame], self._buffer[self._frame :]
+            rms = float(np.sqrt(np.mean(frame**2)))
+            db = 20.0 * float(np.log10(rms / 32768.0 + 1e-9))
+            if self._floor_db is None or db < self._floor_db:
+                self._floor_db = db
+            else:
+                self._floor_db += self.FLOOR_RISE_DB
+            at = self.pushed_s
+            self.pushed_s += self.FRAME_S
+            if db < max(self.MIN_DBFS, self._floor_db + self.ABOVE_FLOOR_DB):
+                continue
+            if self.regions and at - self.regions[-1][1] <= self.HANGOVER_S:
+                self.regions[-1][1] = self.pushed_s
+            else:
+                self.regions.append([at, self.pushed_s])
+
+    def speech_s(self, since: float) -> float:
+        """Seconds of speech from `since` (seconds of audio) on."""
+        return sum(max(0.0, end - max(start, since)) for start, end in self.regions)
+
+
 class AnsweringMachineDetector:
     """Judges one call: listens to the session's VAD and STT and to the callee's audio.
 
@@ -204,14 +251,23 @@ class AnsweringMachineDetector:
         self._changed = asyncio.Event()
         self._window_start: float | None = None
         self._speaking_since: float | None = None
+        #: speech in this window (seconds): measured in the audio, or failing that from
+        #: the VAD's events
         self._speech_s = 0.0
+        self._vad_speech_s = 0.0
         self._heard: list[str] = []
         self._segment_ended_at: float | None = None
         self._transcribed = False
         #: the greeting already sounds like a machine: judge it once it is over
         self._machine = False
+        #: the VAD heard speech in this window (the meter alone may hear only noise)
+        self._heard_any = False
         self._last_speech_end: float | None = None
         self._beep_ends: list[float] = []
+        self._meter: SpeechMeter | None = None
+        #: wall clock of the audio's second 0: the earliest (least delayed) frame's arrival
+        #: less the audio before it
+        self._audio_epoch: float | None = None
         self._audio_task: asyncio.Task[None] | None = None
         session.on("user_state_changed", self._on_user_state)
         session.on("user_input_transcribed", self._on_transcript)
@@ -240,10 +296,12 @@ class AnsweringMachineDetector:
         """Open a listening window at `at` (time.time(): the answer, or the end of a prompt)."""
         self._window_start = at
         self._speech_s = 0.0
+        self._vad_speech_s = 0.0
         self._heard = []
         self._segment_ended_at = None
         self._transcribed = False
         self._machine = False
+        self._heard_any = self.speaking
         if self._speaking_since is not None:
             self._speaking_since = max(self._speaking_since, at)
         self._changed.set()
@@ -291,7 +349,14 @@ class AnsweringMachineDetector:
             await asyncio.sleep(_TICK_S)
         return None
 
+    def _measured_speech(self, start: float) -> float:
+        """Speech in this window: from the audio when it is there, else from the VAD."""
+        if self._meter is None or self._audio_epoch is None:
+            return self._vad_speech_s
+        return self._meter.speech_s(start - self._audio_epoch)
+
     def _judge(self, now: float, start: float) -> Verdict | None:
+        self._speech_s = self._measured_speech(start) if self._heard_any else 0.0
         ended = self._segment_ended_at
         wait = TRANSCRIPT_WAIT_S + TRANSCRIPT_WAIT_PER_SPEECH_S * self._speech_s
         # below WORDS_DECIDE_FROM_S the words change nothing: no need to wait for them
@@ -338,11 +403,12 @@ class AnsweringMachineDetector:
     def _on_user_state(self, event: UserStateChangedEvent) -> None:
         if event.new_state == "speaking" and self._speaking_since is None:
             self._speaking_since = event.created_at
+            self._heard_any = True
         elif event.new_state != "speaking" and self._speaking_since is not None:
             began = self._speaking_since
             if self._window_start is not None:
                 began = max(began, self._window_start)
-            self._speech_s += max(0.0, event.created_at - began - VAD_SILENCE_S)
+            self._vad_speech_s += max(0.0, event.created_at - began - VAD_SILENCE_S)
             self._speaking_since = None
             self._last_speech_end = event.created_at - VAD_SILENCE_S
             self._segment_ended_at = event.created_at
@@ -360,6 +426,7 @@ class AnsweringMachineDetector:
     async def _read_audio(self, participant: rtc.RemoteParticipant) -> None:
         rate = 8000  # the telephone band is all a beep can be in
         detector = BeepDetector(rate)
+        self._meter = meter = SpeechMeter(rate)
         stream = rtc.AudioStream.from_participant(
             participant=participant,
             track_source=rtc.TrackSource.SOURCE_MICROPHONE,
@@ -368,8 +435,11 @@ class AnsweringMachineDetector:
         )
         try:
             async for event in stream:
-                frame = event.frame
-                beep = detector.push(np.frombuffer(frame.data, dtype=np.int16))
+                samples = np.frombuffer(event.frame.data, dtype=np.int16)
+                meter.push(samples)
+                epoch = self._clock() - meter.pushed_s
+                self._audio_epoch = min(epoch, self._audio_epoch or epoch)
+                beep = detector.push(samples)
                 if beep is not None:
                     start, end, hz = beep
                     # when the agent heard it end: this frame's arrival, less the audio since

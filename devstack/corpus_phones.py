@@ -25,7 +25,7 @@ from devstack.errors import DevstackError
 TEMPLATE_FILE = Path(__file__).resolve().parent / "corpus-phones.xml.in"
 
 #: How long a phone stays on the line after its clip, unless hung up on.
-HOLD_S = 15.0
+HOLD_S = 12.0
 #: sipp 3.6's XML reader takes files up to 64 KiB (XP_MAX_FILE_LEN): about 240 clips.
 SIPP_MAX_SCENARIO_BYTES = 65535
 #: Silence sent after the clip (RTP keeps flowing while the phone listens).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.amd import BeepDetector, accepts_message, classify_greeting
+from agent.amd import BeepDetector, SpeechMeter, accepts_message, classify_greeting
 from agent.local.vocabulary import IVR_PHRASES, SCREENER_PHRASES, corpus
 from campaign.contract import Script
 from campaign.outcomes import AmdResult
@@ -23,9 +23,9 @@ RATE = 8000
         ("", 0.4, AmdResult.HUMAN),
         # short: a misheard machine phrase does not make a person a machine
         ("yes you've reached", 1.3, AmdResult.HUMAN),
-        ("hello who at the tone", 1.8, AmdResult.HUMAN),
+        ("hello who at the tone", 1.6, AmdResult.HUMAN),
         # short, but two machine phrases: a brief personal greeting
-        ("you've reached leave a message", 1.9, AmdResult.VOICEMAIL),
+        ("you've reached leave a message", 1.6, AmdResult.VOICEMAIL),
         ("hi it's sam leave a message after the beep", 2.6, AmdResult.VOICEMAIL),
         (
             "the person you are trying to reach is not available at the tone please record",
@@ -128,3 +128,24 @@ def test_two_beeps_are_two() -> None:
         [tone(1000, 0.3), silence(0.3), tone(1400, 0.3), silence(0.3)]  # carrier double beep
     )
     assert [round(hz, -2) for _, _, hz in beeps_in(audio)] == [1000, 1400]
+
+
+def speech_in(audio: np.ndarray, since: float = 0.0) -> float:
+    meter = SpeechMeter(RATE)
+    for i in range(0, len(audio), 160):
+        meter.push(audio[i : i + 160].astype(np.int16))
+    return meter.speech_s(since)
+
+
+def test_the_meter_measures_speech_in_the_audio() -> None:
+    hello = np.concatenate([silence(0.5), voice(0.8), silence(1.5)])
+    assert speech_in(hello) == pytest.approx(0.8, abs=0.1)
+    greeting = np.concatenate([silence(0.3), voice(1.2), silence(0.2), voice(1.5), silence(1.0)])
+    assert speech_in(greeting) == pytest.approx(2.9, abs=0.15)  # a short gap is one stretch
+    assert speech_in(greeting, since=1.0) == pytest.approx(2.2, abs=0.15)
+
+
+def test_the_meter_hears_no_speech_in_line_noise_and_speech_over_it() -> None:
+    assert speech_in(silence(5.0, noise=800.0)) == 0.0
+    noisy = np.concatenate([silence(1.0, noise=800.0), voice(1.0) + silence(1.0, noise=800.0)])
+    assert speech_in(noisy) == pytest.approx(1.0, abs=0.15)

@@ -83,7 +83,7 @@ def test_the_scenario_has_one_branch_per_clip_and_fits_sipp() -> None:
     assert len(text.encode()) <= corpus_phones.SIPP_MAX_SCENARIO_BYTES
     assert text.count('exec rtp_stream="') == 160
     assert 'rtp_stream="0160.ulaw,1,0"' in text
-    assert 'timeout="17000"' in text  # the clip's 2 s, then HOLD_S
+    assert 'timeout="14000"' in text  # the clip's 2 s, then HOLD_S
     with pytest.raises(DevstackError, match="more than one sipp scenario can hold"):
         corpus_phones.scenario_xml([2.0] * 400)
 
