@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
 import numpy as np
 import pytest
+from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChangedEvent
 
-from agent.amd import BeepDetector, SpeechMeter, accepts_message, classify_greeting
+from agent.amd import (
+    NO_SPEECH_S,
+    AnsweringMachineDetector,
+    BeepDetector,
+    SpeechMeter,
+    Verdict,
+    accepts_message,
+    classify_greeting,
+)
 from agent.local.vocabulary import IVR_PHRASES, SCREENER_PHRASES, corpus
 from campaign.contract import Script
 from campaign.outcomes import AmdResult
@@ -149,3 +162,108 @@ def test_the_meter_hears_no_speech_in_line_noise_and_speech_over_it() -> None:
     assert speech_in(silence(5.0, noise=800.0)) == 0.0
     noisy = np.concatenate([silence(1.0, noise=800.0), voice(1.0) + silence(1.0, noise=800.0)])
     assert speech_in(noisy) == pytest.approx(1.0, abs=0.15)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Events:
+    """Stands in for the session: the detector only subscribes to two of its events."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Callable[[Any], None]] = {}
+
+    def on(self, name: str, handler: Callable[[Any], None]) -> None:
+        self.handlers[name] = handler
+
+    def state(self, new: str, at: float) -> None:
+        old = "listening" if new == "speaking" else "speaking"
+        self.handlers["user_state_changed"](
+            UserStateChangedEvent(old_state=old, new_state=new, created_at=at)  # type: ignore[arg-type]
+        )
+
+    def words(self, text: str) -> None:
+        self.handlers["user_input_transcribed"](
+            UserInputTranscribedEvent(transcript=text, is_final=True)
+        )
+
+
+async def judged(script: Callable[[Events, FakeClock], Awaitable[None]]) -> tuple[Verdict, float]:
+    """Run the detector (no audio: speech from the VAD's events) through a scripted call."""
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    detector.start(clock.now)
+    start = clock.now
+    task = asyncio.create_task(detector.verdict())
+    await script(events, clock)
+    for _ in range(200):  # then time passes, bounded
+        if task.done():
+            break
+        clock.now += 0.1
+        await asyncio.sleep(0.005)
+    verdict = await asyncio.wait_for(task, 1.0)
+    return verdict, verdict.at - start
+
+
+async def tick(clock: FakeClock, seconds: float) -> None:
+    clock.now += seconds
+    await asyncio.sleep(0.03)  # the detector looks every 20 ms
+
+
+async def test_a_short_hello_is_a_person_the_moment_it_ends() -> None:
+    async def hello(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.5)
+        events.state("speaking", clock.now)
+        await tick(clock, 1.1)  # 0.55 s of speech, then the VAD's 0.55 s of silence
+        events.state("listening", clock.now)
+        await tick(clock, 0.0)
+
+    verdict, after = await judged(hello)
+    assert verdict.result is AmdResult.HUMAN
+    assert after == pytest.approx(1.6)  # no wait for the transcript
+
+
+async def test_a_long_greeting_is_judged_once_it_is_over() -> None:
+    async def mailbox(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.4)
+        events.state("speaking", clock.now)
+        await tick(clock, 2.5)
+        events.state("listening", clock.now)
+        await tick(clock, 0.3)  # a pause between sentences; the STT gives the first one
+        events.words("you have reached sam")
+        events.state("speaking", clock.now)
+        await tick(clock, 2.0)
+        events.state("listening", clock.now)
+        await tick(clock, 0.5)
+        events.words("please leave a message after the tone")
+
+    verdict, after = await judged(mailbox)
+    assert verdict.result is AmdResult.VOICEMAIL
+    assert "'after the tone'" in verdict.reason and "'you have reached'" in verdict.reason
+    # 1 s of quiet after the speech ended (0.55 s before the last "listening")
+    assert after == pytest.approx(5.2 - 0.55 + 1.0, abs=0.15)
+
+
+async def test_nobody_speaking_is_silence() -> None:
+    async def nothing(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.1)
+
+    verdict, after = await judged(nothing)
+    assert verdict.result is AmdResult.SILENCE
+    assert after == pytest.approx(NO_SPEECH_S, abs=0.15)
+
+
+async def test_a_lost_transcript_does_not_hold_the_verdict_forever() -> None:
+    async def menu(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.4)
+        events.state("speaking", clock.now)
+        await tick(clock, 6.0)
+        events.state("listening", clock.now)  # the STT never answers
+
+    verdict, _ = await judged(menu)
+    assert verdict.result is AmdResult.VOICEMAIL  # long speech, no words: the length rule
