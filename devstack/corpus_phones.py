@@ -44,11 +44,13 @@ class CorpusEvent:
 
 
 def source() -> Path:
-    """The corpus the phones play: the one `serve` named last, else the generated one."""
+    """The corpus the phones play: the one `serve_corpus` named last while it still has
+    its labels file, else the generated one (so a deleted folder never stops `up`)."""
     try:
-        return Path(config.CORPUS_SOURCE_FILE.read_text().strip())
+        named = Path(config.CORPUS_SOURCE_FILE.read_text().strip())
     except OSError:
         return config.CORPUS_DIR
+    return named if (named / corpus.LABELS_FILE).is_file() else config.CORPUS_DIR
 
 
 def set_source(directory: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import DevstackError, corpus, corpus_phones
+from devstack import DevstackError, config, corpus, corpus_phones
 
 pytestmark = pytest.mark.unit
 
@@ -98,3 +98,19 @@ def test_the_log_names_the_clip_of_each_call(tmp_path: Path) -> None:
     events = corpus_phones.read_log(lk_call_id="SCL_abc", path=log)
     assert [(e.clip, e.event) for e in events] == [(42, "answered"), (42, "bye_received")]
     assert events[0].timestamp == pytest.approx(1796119200.1)
+
+
+def test_the_phones_fall_back_to_the_generated_corpus_when_theirs_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "RUN_DIR", tmp_path / "run")
+    monkeypatch.setattr(config, "CORPUS_SOURCE_FILE", tmp_path / "run" / "corpus-source")
+    assert corpus_phones.source() == config.CORPUS_DIR
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    write_clip(mine / "a.wav")
+    corpus.write_labels(mine, [corpus.Label("a.wav", "human")])
+    corpus_phones.set_source(mine)
+    assert corpus_phones.source() == mine.resolve()
+    (mine / corpus.LABELS_FILE).unlink()
+    assert corpus_phones.source() == config.CORPUS_DIR
