@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -195,6 +196,10 @@ class SpeechMeter:
     """How long the callee spoke, measured in the audio itself (not in event times, which
     lag when the CPU is busy): 20 ms frames louder than the line's noise floor, joined
     across gaps shorter than `HANGOVER_S`.
+
+    The floor is a low percentile of the last few seconds of frames: words have gaps,
+    so it stays at the line's noise through a long greeting; digital silence (before
+    the far end sends audio) tells nothing about the line and is left out.
     """
 
     FRAME_S = 0.02
@@ -202,14 +207,15 @@ class SpeechMeter:
     ABOVE_FLOOR_DB = 6.0
     MIN_DBFS = -50.0
     HANGOVER_S = 0.3
-    #: the floor follows quieter frames at once and louder ones slowly (dB per frame)
-    FLOOR_RISE_DB = 0.02
+    FLOOR_WINDOW_S = 3.0
+    FLOOR_PERCENTILE = 10.0
+    #: quieter than this is digital silence, not a line
+    DIGITAL_SILENCE_DBFS = -85.0
 
     def __init__(self, sample_rate: int) -> None:
         self._frame = round(self.FRAME_S * sample_rate)
-        self._rate = sample_rate
         self._buffer = np.zeros(0, dtype=np.float64)
-        self._floor_db: float | None = None
+        self._recent: deque[float] = deque(maxlen=round(self.FLOOR_WINDOW_S / self.FRAME_S))
         self.pushed_s = 0.0
         #: [start, end] of each stretch of speech, in seconds of audio
         self.regions: list[list[float]] = []
@@ -220,13 +226,13 @@ class SpeechMeter:
             frame, self._buffer = self._buffer[: self._frame], self._buffer[self._frame :]
             rms = float(np.sqrt(np.mean(frame**2)))
             db = 20.0 * float(np.log10(rms / 32768.0 + 1e-9))
-            if self._floor_db is None or db < self._floor_db:
-                self._floor_db = db
-            else:
-                self._floor_db += self.FLOOR_RISE_DB
             at = self.pushed_s
             self.pushed_s += self.FRAME_S
-            if db < max(self.MIN_DBFS, self._floor_db + self.ABOVE_FLOOR_DB):
+            if db < self.DIGITAL_SILENCE_DBFS:
+                continue
+            self._recent.append(db)
+            floor = float(np.percentile(self._recent, self.FLOOR_PERCENTILE))
+            if len(self._recent) < 5 or db < max(self.MIN_DBFS, floor + self.ABOVE_FLOOR_DB):
                 continue
             if self.regions and at - self.regions[-1][1] <= self.HANGOVER_S:
                 self.regions[-1][1] = self.pushed_s

@@ -201,11 +201,10 @@ async def judged(script: Callable[[Events, FakeClock], Awaitable[None]]) -> tupl
     start = clock.now
     task = asyncio.create_task(detector.verdict())
     await script(events, clock)
-    for _ in range(200):  # then time passes, bounded
+    for _ in range(400):  # then time passes, bounded (20 s of the call)
         if task.done():
             break
-        clock.now += 0.1
-        await asyncio.sleep(0.005)
+        await tick(clock, 0.05)
     verdict = await asyncio.wait_for(task, 1.0)
     return verdict, verdict.at - start
 
@@ -246,7 +245,7 @@ async def test_a_long_greeting_is_judged_once_it_is_over() -> None:
     assert verdict.result is AmdResult.VOICEMAIL
     assert "'after the tone'" in verdict.reason and "'you have reached'" in verdict.reason
     # 1 s of quiet after the speech ended (0.55 s before the last "listening")
-    assert after == pytest.approx(5.2 - 0.55 + 1.0, abs=0.15)
+    assert after == pytest.approx(5.2 - 0.55 + 1.0, abs=0.2)
 
 
 async def test_nobody_speaking_is_silence() -> None:
@@ -255,7 +254,7 @@ async def test_nobody_speaking_is_silence() -> None:
 
     verdict, after = await judged(nothing)
     assert verdict.result is AmdResult.SILENCE
-    assert after == pytest.approx(NO_SPEECH_S, abs=0.15)
+    assert after == pytest.approx(NO_SPEECH_S, abs=0.2)
 
 
 async def test_a_lost_transcript_does_not_hold_the_verdict_forever() -> None:
@@ -267,3 +266,15 @@ async def test_a_lost_transcript_does_not_hold_the_verdict_forever() -> None:
 
     verdict, _ = await judged(menu)
     assert verdict.result is AmdResult.VOICEMAIL  # long speech, no words: the length rule
+
+
+def test_digital_silence_before_the_line_does_not_make_noise_speech() -> None:
+    # the far end sends zeros until the line comes up; then quiet line noise (-50 dBFS)
+    call = np.concatenate([np.zeros(8000), silence(0.5, noise=100.0), voice(0.6), silence(1.5)])
+    assert speech_in(call) == pytest.approx(0.6, abs=0.1)
+
+
+def test_a_long_greeting_stays_speech_to_its_end() -> None:
+    words = [np.concatenate([voice(0.5, seed=i), silence(0.08)]) for i in range(16)]
+    greeting = np.concatenate([silence(0.5), *words, silence(1.0)])
+    assert speech_in(greeting) == pytest.approx(16 * 0.58, abs=0.3)
