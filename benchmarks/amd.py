@@ -256,13 +256,16 @@ def main() -> None:
     if args.seed is not None:
         random.Random(args.seed).shuffle(clips)
 
-    # the corpus phones play this corpus (restarted only if they played another)
-    if corpus_phones.source().resolve() != directory:
-        stack.serve_corpus(directory)
-    else:
-        stack.up()
-    env = devstack.env()
-    trunk_id = stack.ensure_corpus_trunk()
+    try:
+        # the corpus phones play this corpus (restarted only if they played another)
+        if corpus_phones.source().resolve() != directory:
+            stack.serve_corpus(directory)
+        else:
+            stack.up()
+        env = devstack.env()
+        trunk_id = stack.ensure_corpus_trunk()
+    except devstack.DevstackError as exc:
+        raise SystemExit(f"benchmarks.amd: the devstack is not usable: {exc}") from None
     url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-amd-')) / 'ledger.db'}"
     ledger = open_ledger(url)
     started = time.monotonic()
