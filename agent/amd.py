@@ -62,6 +62,8 @@ NO_SPEECH_S = 3.5
 #: A greeting still going this long after listening began is a machine.
 VERDICT_MAX_S = 20.0
 _TICK_S = 0.02
+#: the callee's audio as the detector reads it: the telephone band is all there is
+AUDIO_RATE = 8000
 
 
 @dataclass(frozen=True)
@@ -266,11 +268,14 @@ class AnsweringMachineDetector:
         self._transcribed = False
         #: the greeting already sounds like a machine: judge it once it is over
         self._machine = False
-        #: the VAD heard speech in this window (the meter alone may hear only noise)
+        #: the last pause the audio showed that was judged (time.time())
+        self._pause_seen = 0.0
+        #: the VAD heard speech in this window
         self._heard_any = False
         self._last_speech_end: float | None = None
         self._beep_ends: list[float] = []
         self._meter: SpeechMeter | None = None
+        self._beeps = BeepDetector(AUDIO_RATE)
         #: wall clock of the audio's second 0: the earliest (least delayed) frame's arrival
         #: less the audio before it
         self._audio_epoch: float | None = None
@@ -361,8 +366,33 @@ class AnsweringMachineDetector:
             return self._vad_speech_s
         return self._meter.speech_s(start - self._audio_epoch)
 
+    def _meter_pause(self, start: float) -> float | None:
+        """The end (time.time()) of speech the audio shows in this window, once the audio
+        after it has been quiet for VAD_SILENCE_S; None while speaking or before speech."""
+        meter, epoch = self._meter, self._audio_epoch
+        if meter is None or epoch is None or not meter.regions:
+            return None
+        end = meter.regions[-1][1]
+        if end + epoch <= start or meter.pushed_s - end < VAD_SILENCE_S:
+            return None
+        return end + epoch
+
+    def _quiet(self, start: float) -> bool:
+        """Nobody is speaking now: the audio says so once the VAD heard speech, else the VAD."""
+        if self._meter is None or self._audio_epoch is None or not self._heard_any:
+            return not self.speaking
+        meter = self._meter
+        return not meter.regions or meter.pushed_s - meter.regions[-1][1] >= VAD_SILENCE_S
+
     def _judge(self, now: float, start: float) -> Verdict | None:
+        # the VAD says whether anyone spoke (line noise can fool the meter); the audio
+        # says how long, and shows a pause the VAD has not reported yet (it lags under load)
         self._speech_s = self._measured_speech(start) if self._heard_any else 0.0
+        paused = self._meter_pause(start) if self._heard_any else None
+        if paused is not None and paused > self._pause_seen and self._segment_ended_at is None:
+            self._pause_seen = paused
+            self._segment_ended_at = now
+            self._transcribed = False
         ended = self._segment_ended_at
         wait = TRANSCRIPT_WAIT_S + TRANSCRIPT_WAIT_PER_SPEECH_S * self._speech_s
         # below WORDS_DECIDE_FROM_S the words change nothing: no need to wait for them
@@ -373,11 +403,11 @@ class AnsweringMachineDetector:
             text = self.heard
             if text or self._speech_s >= MIN_SPEECH_S:
                 result, reason = classify_greeting(text, self._speech_s)
-                if result is AmdResult.HUMAN and not self.speaking:
+                if result is AmdResult.HUMAN and self._quiet(start):
                     return Verdict(result, now, reason)
                 if result is not AmdResult.HUMAN:
                     self._machine = True
-        quiet = self.quiet_since
+        quiet = self._meter_pause(start) if self._meter is not None else self.quiet_since
         if (
             self._machine
             and self._segment_ended_at is None
@@ -391,10 +421,10 @@ class AnsweringMachineDetector:
                 result = AmdResult.VOICEMAIL
             return Verdict(result, now, reason, accepts_message(text))
         heard_nothing = not self._heard and self._speech_s < MIN_SPEECH_S
-        if heard_nothing and not self.speaking and now - start >= NO_SPEECH_S:
+        if heard_nothing and self._quiet(start) and now - start >= NO_SPEECH_S:
             return Verdict(AmdResult.SILENCE, now, f"nobody spoke for {NO_SPEECH_S:.1f} s")
         if now - start >= VERDICT_MAX_S:
-            if heard_nothing and not self.speaking:
+            if heard_nothing and self._quiet(start):
                 return Verdict(AmdResult.SILENCE, now, "nobody spoke")
             text = self.heard
             result, reason = classify_greeting(text, max(self._speech_s, HUMAN_MAX_SPEECH_S))
@@ -430,27 +460,30 @@ class AnsweringMachineDetector:
         self._changed.set()
 
     async def _read_audio(self, participant: rtc.RemoteParticipant) -> None:
-        rate = 8000  # the telephone band is all a beep can be in
-        detector = BeepDetector(rate)
-        self._meter = meter = SpeechMeter(rate)
         stream = rtc.AudioStream.from_participant(
             participant=participant,
             track_source=rtc.TrackSource.SOURCE_MICROPHONE,
-            sample_rate=rate,
+            sample_rate=AUDIO_RATE,
             num_channels=1,
         )
         try:
             async for event in stream:
-                samples = np.frombuffer(event.frame.data, dtype=np.int16)
-                meter.push(samples)
-                epoch = self._clock() - meter.pushed_s
-                self._audio_epoch = min(epoch, self._audio_epoch or epoch)
-                beep = detector.push(samples)
-                if beep is not None:
-                    start, end, hz = beep
-                    # when the agent heard it end: this frame's arrival, less the audio since
-                    self._beep_ends.append(self._clock() - (detector.pushed_s - end))
-                    logger.info("beep heard: %.0f Hz, %.2f s", hz, end - start)
-                    self._changed.set()
+                self.hear(np.frombuffer(event.frame.data, dtype=np.int16))
         finally:
             await stream.aclose()
+
+    def hear(self, samples: np.ndarray) -> None:
+        """One frame of the callee's audio (16-bit mono at AUDIO_RATE), as it arrives."""
+        if self._meter is None:
+            self._meter, self._beeps = SpeechMeter(AUDIO_RATE), BeepDetector(AUDIO_RATE)
+        meter = self._meter
+        meter.push(samples)
+        epoch = self._clock() - meter.pushed_s
+        self._audio_epoch = min(epoch, self._audio_epoch or epoch)
+        beep = self._beeps.push(samples)
+        if beep is not None:
+            start, end, hz = beep
+            # when the agent heard it end: this frame's arrival, less the audio since
+            self._beep_ends.append(self._clock() - (self._beeps.pushed_s - end))
+            logger.info("beep heard: %.0f Hz, %.2f s", hz, end - start)
+        self._changed.set()

@@ -12,6 +12,7 @@ from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChan
 
 from agent.amd import (
     NO_SPEECH_S,
+    VAD_SILENCE_S,
     AnsweringMachineDetector,
     BeepDetector,
     SpeechMeter,
@@ -278,3 +279,43 @@ def test_a_long_greeting_stays_speech_to_its_end() -> None:
     words = [np.concatenate([voice(0.5, seed=i), silence(0.08)]) for i in range(16)]
     greeting = np.concatenate([silence(0.5), *words, silence(1.0)])
     assert speech_in(greeting) == pytest.approx(16 * 0.58, abs=0.3)
+
+
+async def test_the_audio_decides_when_the_vads_events_lag() -> None:
+    """Under load the VAD reports seconds late; the detector hears the pause in the audio."""
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    start = clock.now
+    detector.start(start)
+    task = asyncio.create_task(detector.verdict())
+    audio = np.concatenate([silence(0.4, noise=100.0), voice(0.7), silence(3.0, noise=100.0)])
+    for i in range(0, len(audio), 160):  # 20 ms frames arriving in real time
+        clock.now += 0.02
+        if i == 8 * 160:  # the VAD's "speaking", late; its "listening" never comes in time
+            events.state("speaking", clock.now)
+        detector.hear(audio[i : i + 160].astype(np.int16))
+        await asyncio.sleep(0)
+        if task.done():
+            break
+    verdict = await asyncio.wait_for(task, 1.0)
+    assert verdict.result is AmdResult.HUMAN
+    # the hello ends 1.1 s in; the pause is heard VAD_SILENCE_S later
+    assert verdict.at - start == pytest.approx(1.1 + VAD_SILENCE_S, abs=0.1)
+
+
+async def test_line_noise_the_vad_does_not_call_speech_is_silence() -> None:
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    start = clock.now
+    detector.start(start)
+    task = asyncio.create_task(detector.verdict())
+    audio = np.concatenate([silence(1.0, noise=100.0), silence(5.0, noise=1500.0)])  # louder
+    for i in range(0, len(audio), 160):
+        clock.now += 0.02
+        detector.hear(audio[i : i + 160].astype(np.int16))
+        await asyncio.sleep(0)
+        if task.done():
+            break
+    verdict = await asyncio.wait_for(task, 1.0)
+    assert verdict.result is AmdResult.SILENCE
+    assert verdict.at - start == pytest.approx(NO_SPEECH_S, abs=0.1)
