@@ -272,6 +272,9 @@ class AnsweringMachineDetector:
         self._pause_seen = 0.0
         #: the VAD heard speech in this window
         self._heard_any = False
+        #: the judged utterance's transcript is still to come, and what waits for it
+        self._transcript_due = False
+        self._after_transcript: list[Callable[[], None]] = []
         self._last_speech_end: float | None = None
         self._beep_ends: list[float] = []
         self._meter: SpeechMeter | None = None
@@ -288,13 +291,24 @@ class AnsweringMachineDetector:
         """The words of the current listening window."""
         return " ".join(self._heard)
 
-    @property
-    def beep_ends(self) -> list[float]:
-        """When each beep ended (time.time())."""
-        return list(self._beep_ends)
+    def after_transcript(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the judged utterance's transcript is in: at once if it is,
+        else right after the session has taken it in (bounded by TRANSCRIPT_WAIT_S)."""
+        loop = asyncio.get_running_loop()
+        if not self._transcript_due:
+            loop.call_soon(callback)
+            return
+        self._after_transcript.append(callback)
+        loop.call_later(TRANSCRIPT_WAIT_S, self._release_waiters)
+
+    def _release_waiters(self) -> None:
+        self._transcript_due = False
+        waiting, self._after_transcript = self._after_transcript, []
+        for callback in waiting:
+            callback()
 
     def listen_to(self, participant: rtc.RemoteParticipant) -> None:
-        """Watch the callee's audio for beeps (until `aclose`)."""
+        """Watch the callee's audio for speech and beeps (until `aclose`)."""
         self._audio_task = asyncio.create_task(self._read_audio(participant))
 
     async def aclose(self) -> None:
@@ -398,6 +412,7 @@ class AnsweringMachineDetector:
         # below WORDS_DECIDE_FROM_S the words change nothing: no need to wait for them
         short = MIN_SPEECH_S <= self._speech_s < WORDS_DECIDE_FROM_S and not self._heard
         if ended is not None and (self._transcribed or short or now - ended >= wait):
+            self._transcript_due = short and not self._transcribed
             self._segment_ended_at = None
             self._transcribed = False
             text = self.heard
@@ -457,6 +472,9 @@ class AnsweringMachineDetector:
         if event.transcript.strip():
             self._heard.append(event.transcript.strip())
         self._transcribed = True
+        if self._after_transcript:
+            # the session adds this transcript to its user turn after this event: act after
+            asyncio.get_running_loop().call_soon(self._release_waiters)
         self._changed.set()
 
     async def _read_audio(self, participant: rtc.RemoteParticipant) -> None:

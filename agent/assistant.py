@@ -122,13 +122,20 @@ class Assistant(Agent):
         return self._call
 
     def greet(self) -> SpeechHandle:
-        """Open the conversation (once AMD has heard a person), said whole.
+        """Open the conversation (once AMD has heard a person).
 
-        AMD judges the callee's "Hello?" as soon as it ends; the framework completes
-        that same turn a moment later and would cut off an interruptible greeting to
-        answer it. Said whole, the greeting outlasts that turn, which is dropped."""
+        It starts uninterruptible: AMD judges the callee's "Hello?" as soon as it ends,
+        and the framework, completing that same turn a moment later, would cut the
+        greeting off to answer it. `hello_heard` then makes it interruptible."""
         self._call.greeted = True
         return self.session.generate_reply(allow_interruptions=False)
+
+    def hello_heard(self, greeting: SpeechHandle) -> None:
+        """The callee's hello has reached the session: drop that turn (AMD has answered
+        it) and let the callee interrupt the greeting from now on."""
+        self.session.clear_user_turn()
+        if not greeting.done():
+            greeting.allow_interruptions = True
 
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
         # Until the greeting starts, words are AMD's to judge ("Hello?"), not ours to answer.

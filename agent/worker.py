@@ -240,7 +240,8 @@ async def _run_call(
         verdict = await _judge(session, detector, request, call)
         if verdict.result is AmdResult.HUMAN:
             _prompt_on_silence(session, call)
-            assistant.greet()
+            greeting = assistant.greet()
+            detector.after_transcript(lambda: assistant.hello_heard(greeting))
             return
         if verdict.result is AmdResult.VOICEMAIL:
             await _leave_voicemail(session, detector, request, call, verdict)
