@@ -319,3 +319,27 @@ async def test_line_noise_the_vad_does_not_call_speech_is_silence() -> None:
     verdict = await asyncio.wait_for(task, 1.0)
     assert verdict.result is AmdResult.SILENCE
     assert verdict.at - start == pytest.approx(NO_SPEECH_S, abs=0.1)
+
+
+async def test_the_greeting_waits_for_the_hellos_transcript_then_goes_on() -> None:
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    detector.start(clock.now)
+    task = asyncio.create_task(detector.verdict())
+    await tick(clock, 0.5)
+    events.state("speaking", clock.now)
+    await tick(clock, 1.0)
+    events.state("listening", clock.now)
+    verdict = await asyncio.wait_for(task, 1.0)
+    assert verdict.result is AmdResult.HUMAN  # judged before its words arrived
+    released: list[str] = []
+    detector.after_transcript(lambda: released.append("now"))
+    await asyncio.sleep(0.05)
+    assert released == []
+    events.words("hello")
+    assert released == []  # not inside the session's own handling of the words
+    await asyncio.sleep(0.01)
+    assert released == ["now"]
+    detector.after_transcript(lambda: released.append("again"))  # nothing due: at once
+    await asyncio.sleep(0.01)
+    assert released == ["now", "again"]
