@@ -45,6 +45,10 @@ class CallState:
     callback_at: str | None = None
     added_to_dnc: bool = False
     voicemail_left: bool = False
+    #: seconds after the answer: the verdict, the end of the beep, the message's start
+    amd_latency: float | None = None
+    beep_latency: float | None = None
+    message_latency: float | None = None
     end_reason: EndReason | None = None
     error: str | None = None
 
@@ -118,9 +122,20 @@ class Assistant(Agent):
         return self._call
 
     def greet(self) -> SpeechHandle:
-        """Open the conversation (once AMD has heard a person)."""
+        """Open the conversation (once AMD has heard a person).
+
+        It starts uninterruptible: AMD judges the callee's "Hello?" as soon as it ends,
+        and the framework, completing that same turn a moment later, would cut the
+        greeting off to answer it. `hello_heard` then makes it interruptible."""
         self._call.greeted = True
-        return self.session.generate_reply()
+        return self.session.generate_reply(allow_interruptions=False)
+
+    def hello_heard(self, greeting: SpeechHandle) -> None:
+        """The callee's hello has reached the session: drop that turn (AMD has answered
+        it) and let the callee interrupt the greeting from now on."""
+        self.session.clear_user_turn()
+        if not greeting.done():
+            greeting.allow_interruptions = True
 
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
         # Until the greeting starts, words are AMD's to judge ("Hello?"), not ours to answer.

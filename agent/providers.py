@@ -21,7 +21,7 @@ from livekit.agents import tts as lk_tts
 from livekit.agents import vad as lk_vad
 from livekit.agents.voice.turn import TurnDetectionMode, TurnHandlingOptions
 
-from agent.local import EspeakTTS, PocketsphinxSTT, ScriptedLLM, VoicemailRules
+from agent.local import EspeakTTS, PocketsphinxSTT, ScriptedLLM
 from agent.local.vocabulary import corpus
 from campaign.config import ProviderMode, Settings
 from campaign.contract import Script
@@ -37,14 +37,12 @@ _turn_detector_failed: str | None = None
 
 @dataclass(frozen=True)
 class Providers:
-    """Everything an `AgentSession` and its answering machine detection run on."""
+    """Everything an `AgentSession` runs on."""
 
     stt: lk_stt.STT[Any]
     llm: lk_llm.LLM[Any]
     tts: lk_tts.TTS[Any]
     vad: lk_vad.VAD
-    #: classifies the callee's greeting for the framework's AMD
-    amd_llm: lk_llm.LLM[Any]
     noise_cancellation: rtc.NoiseCancellationOptions | None
     input_sample_rate: int
     turn_handling: TurnHandlingOptions
@@ -96,7 +94,6 @@ def build_providers(
             llm=ScriptedLLM(script=script, variables=variables),
             tts=EspeakTTS(),
             vad=vad_model,
-            amd_llm=VoicemailRules(),
             noise_cancellation=None,
             input_sample_rate=LOCAL_INPUT_SAMPLE_RATE,
             # the scripted LLM answers in microseconds: nothing to gain from guessing early
@@ -111,7 +108,6 @@ def build_providers(
         llm=cloud.llm,
         tts=cloud.tts,
         vad=vad_model,
-        amd_llm=cloud.llm,
         noise_cancellation=noise_cancellation_for(settings.livekit_url),
         input_sample_rate=CLOUD_INPUT_SAMPLE_RATE,
         turn_handling=turn_handling(preemptive=True),

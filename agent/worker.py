@@ -2,8 +2,10 @@
 
 Run it the framework's way: `python -m agent start` (or `dev`). For each job it
 parses the `DialRequest` from the dispatch metadata, starts the session before
-the callee answers, runs answering machine detection, then either holds the
-scripted conversation or leaves the voicemail message, and records the call.
+the callee answers, runs answering-machine detection (`agent.amd`), then holds
+the scripted conversation with a person, leaves the voicemail message after the
+beep, tells a call screener who calls and why, hangs up on a phone menu, or
+prompts a silent line once, and records the call.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io
 from livekit.agents.utils.participant import wait_for_participant_attribute
-from livekit.agents.voice.amd import AMD, AMDCategory, AMDPredictionEvent
+from livekit.agents.voice.events import AgentStateChangedEvent
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import silero
 from pydantic import ValidationError
 
+from agent.amd import AnsweringMachineDetector, Verdict
 from agent.assistant import Assistant, CallState, HangUp, script_variables
-from agent.providers import Providers, build_providers, preload_turn_detector
+from agent.providers import build_providers, preload_turn_detector
 from agent.recorder import CallRecorder, replay_spool, spool_dir
 from campaign.config import Settings, get_settings
 from campaign.contract import AGENT_HEARTBEAT_ATTR, AGENT_HEARTBEAT_S, DialRequest
@@ -42,19 +45,14 @@ _SIP_ACTIVE = "active"
 PARTICIPANT_WAIT_S = 120.0
 #: Callee silence after the agent spoke before it asks again (or says goodbye).
 USER_SILENCE_S = 8.0
-#: Quiet needed after a voicemail greeting (and its beep) before leaving the message.
-BEEP_QUIET_S = 1.0
+#: A mailbox that has not beeped once its greeting has been over this long never will.
+NO_BEEP_QUIET_S = 2.0
+#: Longest wait for the beep after the verdict: the message is left even if none came.
 BEEP_WAIT_MAX_S = 10.0
+#: Lines a call screener may say after the agent's answer before a person (or nobody).
+SCREENER_TURNS = 2
 #: Longest a `dialer doctor` probe job stays in its room.
 PROBE_STAY_S = 30.0
-
-_AMD_RESULTS = {
-    AMDCategory.HUMAN: AmdResult.HUMAN,
-    AMDCategory.MACHINE_VM: AmdResult.MACHINE,
-    AMDCategory.MACHINE_IVR: AmdResult.MACHINE,
-    AMDCategory.MACHINE_UNAVAILABLE: AmdResult.MACHINE,
-    AMDCategory.UNCERTAIN: AmdResult.UNCERTAIN,
-}
 
 
 def build_server(settings: Settings) -> AgentServer:
@@ -175,7 +173,7 @@ async def entrypoint(ctx: JobContext) -> None:
         )
         beat = asyncio.ensure_future(_heartbeat(ctx.room))
         ctx.add_shutdown_callback(lambda: _cancel(beat))
-        await _run_call(ctx, session, assistant, recorder, providers, request, hang_up)
+        await _run_call(ctx, session, assistant, recorder, request, hang_up)
     except Exception as exc:
         # recorded, then re-raised for the framework to log and end the job
         recorder.fail(exc)
@@ -216,7 +214,6 @@ async def _run_call(
     session: AgentSession[Any],
     assistant: Assistant,
     recorder: CallRecorder,
-    providers: Providers,
     request: DialRequest,
     hang_up: HangUp,
 ) -> None:
@@ -243,15 +240,9 @@ async def _run_call(
 
     ctx.room.on("participant_disconnected", _on_disconnected)
 
-    detector = AMD(
-        session,
-        llm=providers.amd_llm,
-        stt=None,  # classify the session's own transcripts
-        participant_identity=participant.identity,
-        ivr_detection=False,
-        suppress_compatibility_warning=True,
-    )
-    async with detector:
+    detector = AnsweringMachineDetector(session)
+    detector.listen_to(participant)
+    try:
         try:
             await wait_for_participant_attribute(
                 ctx.room,
@@ -266,48 +257,110 @@ async def _run_call(
         recorder.mark_answered()
         logger.info("answered")
         _limit_duration(request, call, hang_up)
-        verdict = await detector.execute()
+        assert call.answered_clock is not None
+        detector.start(call.answered_clock)
+        verdict = await _judge(session, detector, request, call)
+        if verdict.result is AmdResult.HUMAN:
+            _prompt_on_silence(session, call)
+            greeting = assistant.greet()
+            detector.after_transcript(lambda: assistant.hello_heard(greeting))
+            return
+        if verdict.result is AmdResult.VOICEMAIL:
+            await _leave_voicemail(session, detector, request, call, verdict)
+        call.end(EndReason.AGENT_HANGUP)
+        await hang_up()
+    finally:
+        await detector.aclose()
 
-    call.amd_result = _AMD_RESULTS[verdict.category]
-    logger.info("answering machine detection: %s (%s)", verdict.category.value, verdict.reason)
-    if verdict.is_machine:
-        await _leave_voicemail(session, request, call, verdict, hang_up)
-        return
 
-    _prompt_on_silence(session, call)
-    assistant.greet()
+async def _judge(
+    session: AgentSession[Any],
+    detector: AnsweringMachineDetector,
+    request: DialRequest,
+    call: CallState,
+) -> Verdict:
+    """The final verdict: silence gets one prompt, a screener hears who calls and why."""
+    verdict = await detector.verdict()
+    _note_verdict(call, verdict)
+    if verdict.result is AmdResult.SILENCE:
+        await _say(session, request, request.script.silence_prompt)
+        detector.listen_again()
+        verdict = await detector.verdict()
+        _note_verdict(call, verdict)
+    if verdict.result is AmdResult.SCREENER:
+        await _say(session, request, request.script.screener_message)
+        detector.listen_again()
+        # a person who takes the call speaks; the screener itself may add a line
+        for _ in range(SCREENER_TURNS):
+            after = await detector.verdict()
+            if after.result is AmdResult.HUMAN:
+                logger.info("a person took the call after the screener")
+                _note_verdict(call, after)
+                return after
+            if after.result is AmdResult.SILENCE:
+                break
+            detector.listen_again()
+    return verdict
+
+
+def _note_verdict(call: CallState, verdict: Verdict) -> None:
+    call.amd_result = verdict.result
+    if call.answered_clock is not None:
+        call.amd_latency = verdict.at - call.answered_clock
+    logger.info(
+        "answering machine detection: %s after %.2f s (%s)",
+        verdict.result.value,
+        call.amd_latency or 0.0,
+        verdict.reason,
+    )
+
+
+async def _say(session: AgentSession[Any], request: DialRequest, text: str) -> None:
+    """One line, said whole: a screener or a silent line does not take turns."""
+    handle = session.say(
+        request.script.render(text, script_variables(request)), allow_interruptions=False
+    )
+    await handle
 
 
 async def _leave_voicemail(
     session: AgentSession[Any],
+    detector: AnsweringMachineDetector,
     request: DialRequest,
     call: CallState,
-    verdict: AMDPredictionEvent,
-    hang_up: HangUp,
+    verdict: Verdict,
 ) -> None:
+    """After the beep (or, with none, once the greeting is over), the message, once."""
     message = request.script.voicemail_message
-    if message and verdict.category is AMDCategory.MACHINE_VM:
-        await _wait_for_quiet(session)
-        handle = session.say(
-            request.script.render(message, script_variables(request)), allow_interruptions=False
-        )
+    if not message or not verdict.accepts_message:
+        return
+    beep = await detector.beep_or_quiet(
+        after=(call.answered_clock or 0.0), quiet_s=NO_BEEP_QUIET_S, max_wait_s=BEEP_WAIT_MAX_S
+    )
+    if beep is not None and call.answered_clock is not None:
+        call.beep_latency = beep - call.answered_clock
+    handle = session.say(
+        request.script.render(message, script_variables(request)), allow_interruptions=False
+    )
+    started = asyncio.Event()
+
+    def _speaking(event: AgentStateChangedEvent) -> None:
+        if event.new_state == "speaking" and not started.is_set():
+            started.set()
+            if call.answered_clock is not None:
+                call.message_latency = time.time() - call.answered_clock
+
+    session.on("agent_state_changed", _speaking)
+    try:
         await handle
-        call.voicemail_left = not handle.interrupted
-        logger.info("voicemail message %s", "left" if call.voicemail_left else "cut off")
-    call.end(EndReason.AGENT_HANGUP)
-    await hang_up()
-
-
-async def _wait_for_quiet(session: AgentSession[Any]) -> None:
-    """Wait (bounded) until the greeting and its beep are over: a second of silence."""
-    deadline = time.monotonic() + BEEP_WAIT_MAX_S
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        if session.user_state == "speaking":
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= BEEP_QUIET_S:
-            return
-        await asyncio.sleep(0.1)
+    finally:
+        session.off("agent_state_changed", _speaking)
+    call.voicemail_left = not handle.interrupted
+    logger.info(
+        "voicemail message %s (%s)",
+        "left" if call.voicemail_left else "cut off",
+        "after the beep" if beep is not None else "no beep heard",
+    )
 
 
 def _prompt_on_silence(session: AgentSession[Any], call: CallState) -> None:

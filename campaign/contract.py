@@ -48,6 +48,15 @@ class Script(BaseModel):
     voicemail_message: str | None = Field(
         default=None, description="Left after the beep when a machine answers; None hangs up."
     )
+    screener_message: str = Field(
+        default="This is an automated call for {name} with a short question; please put me "
+        "through.",
+        description="Said to a call-screening service: who is calling and why, in one sentence.",
+    )
+    silence_prompt: str = Field(
+        default="Hello? Can you hear me?",
+        description="Said once when nobody speaks after the answer.",
+    )
     dispositions: list[str] = Field(
         default_factory=lambda: ["interested", "not_interested", "callback", "wrong_person"]
     )

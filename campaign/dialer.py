@@ -50,12 +50,12 @@ from campaign.campaign_file import CampaignConfig
 from campaign.contract import AGENT_HEARTBEAT_S, DialRequest
 from campaign.errors import UserError
 from campaign.outcomes import (
-    AmdResult,
     AttemptStatus,
     CampaignStatus,
     ContactStatus,
     EndReason,
     Outcome,
+    outcome_for_call,
 )
 from campaign.pacing import TokenBucket
 from campaign.retry import decide
@@ -966,13 +966,10 @@ class Dialer:
                 error="the agent left the call; hung up",
             )
         elif record is not None and (answered or record.answered_at is not None):
-            outcome = (
-                Outcome.VOICEMAIL if record.amd_result == AmdResult.MACHINE else Outcome.ANSWERED
-            )
             await self._verdict(
                 attempt_id,
                 timezones,
-                outcome,
+                outcome_for_call(record.amd_result),
                 answered_at=record.answered_at or answered_at,
                 disposition=record.disposition,
                 add_dnc=record.added_to_dnc,

@@ -10,6 +10,9 @@ class Outcome(StrEnum):
 
     ANSWERED = "answered"  #: a human answered and the agent held the conversation
     VOICEMAIL = "voicemail"  #: an answering machine picked up
+    SCREENED = "screened"  #: a call-screening service answered and nobody took the call
+    IVR = "ivr"  #: a phone menu answered ("press 1 for ..."); the agent hung up
+    NO_SPEECH = "no_speech"  #: answered, but nobody spoke, even after a prompt
     BUSY = "busy"  #: 486 Busy Here / 600 Busy Everywhere
     NO_ANSWER = "no_answer"  #: rang out: 408, 480, 487 or our ringing timeout
     DECLINED = "declined"  #: 603 Decline: the callee rejected the call
@@ -102,9 +105,28 @@ class EndReason(StrEnum):
 
 
 class AmdResult(StrEnum):
-    """What answering machine detection decided."""
+    """What answering machine detection decided (the call record's `amd_result`)."""
 
-    HUMAN = "human"
-    MACHINE = "machine"
+    HUMAN = "human"  #: a person (also one who took the call after a screener)
+    VOICEMAIL = "voicemail"  #: a mailbox greeting, personal or the carrier's
+    SCREENER = "screener"  #: a call-screening service, and no person took the call
+    IVR = "ivr"  #: a phone menu
+    SILENCE = "silence"  #: nobody spoke, even after the agent's prompt
+    MACHINE = "machine"  #: an answering machine (records written before the classes above)
     UNCERTAIN = "uncertain"
     NOT_RUN = "not_run"
+
+
+#: What answered -> the attempt's outcome; anything else is a conversation (ANSWERED).
+AMD_OUTCOMES: dict[str, Outcome] = {
+    AmdResult.VOICEMAIL: Outcome.VOICEMAIL,
+    AmdResult.MACHINE: Outcome.VOICEMAIL,
+    AmdResult.SCREENER: Outcome.SCREENED,
+    AmdResult.IVR: Outcome.IVR,
+    AmdResult.SILENCE: Outcome.NO_SPEECH,
+}
+
+
+def outcome_for_call(amd_result: str | None) -> Outcome:
+    """The outcome of an answered call, from its call record's `amd_result`."""
+    return AMD_OUTCOMES.get(amd_result or "", Outcome.ANSWERED)

@@ -87,6 +87,12 @@ class RetryPolicy(BaseModel):
     busy: RuleOrNever = Field(default_factory=lambda: _rule("15m"))
     no_answer: RuleOrNever = Field(default_factory=lambda: _rule("2h"))
     voicemail: RuleOrNever = Field(default_factory=lambda: _rule(NEXT_DAY))
+    #: a screening service heard who called and why; try once more another day
+    screened: RuleOrNever = Field(default_factory=lambda: _rule(NEXT_DAY, max_attempts=2))
+    #: a phone menu: the number is probably a business line, not the contact's own
+    ivr: RuleOrNever = "never"
+    #: nobody spoke: a bad line or a pocket answer; soon, once more
+    no_speech: RuleOrNever = Field(default_factory=lambda: _rule("1h", max_attempts=2))
     failed: RuleOrNever = Field(default_factory=lambda: _rule("5m", backoff=2.0))
     #: the agent left a live call (crashed, was killed): retried like `failed`
     agent_lost: RuleOrNever = Field(default_factory=lambda: _rule("5m", backoff=2.0))

@@ -1,11 +1,13 @@
-"""`python -m devstack up|down|status|env|install`."""
+"""`python -m devstack up|down|status|env|install|corpus`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
+from pathlib import Path
 
-from devstack import DevstackError, config, env, install, stack
+from devstack import DevstackError, config, corpus, env, install, stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("parts", nargs="*", help="only these parts (default: all)")
     commands.add_parser("status", help="show each part's state")
     commands.add_parser("env", help="print the environment as shell exports")
+    make_corpus = commands.add_parser(
+        "corpus", help="write the labelled answering-machine corpus (clips + labels.csv)"
+    )
+    make_corpus.add_argument("directory", type=Path, help="folder to write it into")
     args = parser.parse_args(argv)
     try:
         if args.command == "install":
@@ -39,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             if config.ENV_FILE.exists():
                 print(f"{'env':15} {config.ENV_FILE}")
             return 0 if all(s.startswith("up") for s in states.values()) else 1
+        elif args.command == "corpus":
+            labels = corpus.generate(args.directory)
+            counts = Counter(label.label for label in labels)
+            install.say(
+                f"{len(labels)} clips in {args.directory} ("
+                + ", ".join(f"{counts[c]} {c}" for c in corpus.CLASSES)
+                + f"); labels in {args.directory / corpus.LABELS_FILE}"
+            )
         elif args.command == "env":
             for key, value in env().items():
                 print(f"export {key}={value}")

@@ -38,6 +38,10 @@ PHONES_MEDIA_PORT = 16000
 #: sipp's remote-control socket; sipp 3.6 binds it on every interface (it takes only
 #: sipp's own commands, such as quit).
 PHONES_CONTROL_PORT = 5081
+#: The corpus phones (devstack/corpus_phones.py): a second sipp UAS with its own trunk.
+CORPUS_PHONES_PORT = 5084
+CORPUS_PHONES_MEDIA_PORT = 16020
+CORPUS_PHONES_CONTROL_PORT = 5085
 
 #: Fixed, public development credentials; livekit-server wants a secret of 32+ characters.
 API_KEY = "devkey"
@@ -47,6 +51,7 @@ LIVEKIT_URL = f"ws://{HOST}:{LIVEKIT_PORT}"
 TRUNK_NAME = "devstack-phones"
 #: The caller id the trunk presents (any valid number; the phones do not check it).
 TRUNK_CALLER_ID = "+12127360100"
+CORPUS_TRUNK_NAME = "devstack-corpus-phones"
 
 ROOT = Path(__file__).resolve().parent.parent
 #: resolved, so checkouts that link `.devstack` to one folder share one stack (same argv)
@@ -61,3 +66,8 @@ ENV_FILE = STATE_DIR / "env"
 STAMP_FILE = BIN_DIR / "versions.json"
 LOCK_FILE = STATE_DIR / "lock"
 SCENARIO_FILE = Path(__file__).resolve().parent / "phones.xml"
+#: the generated AMD corpus (`python -m devstack corpus DIR` writes one anywhere)
+CORPUS_DIR = STATE_DIR / "corpus"
+CORPUS_AUDIO_DIR = STATE_DIR / "corpus-phones"  #: the clips as the corpus phones send them
+CORPUS_SCENARIO_FILE = RUN_DIR / "corpus-phones.xml"
+CORPUS_SOURCE_FILE = RUN_DIR / "corpus-source"  #: which corpus the corpus phones play

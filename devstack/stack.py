@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 from livekit import api
 
-from devstack import audio, config, install
+from devstack import audio, config, corpus_phones, install
 from devstack.errors import DevstackError, tail
 
 say = install.say
@@ -145,7 +145,49 @@ def parts() -> list[Part]:
             cwd=config.AUDIO_DIR,  # the scenario names its audio files relative to here
             inputs=(_scenario(), config.AUDIO_DIR / "recordings.json"),
         ),
+        Part(
+            "corpus-phones",
+            (
+                "sipp",
+                "-sf",
+                str(config.CORPUS_SCENARIO_FILE),
+                "-i",
+                config.HOST,
+                "-p",
+                str(config.CORPUS_PHONES_PORT),
+                "-mi",
+                config.HOST,
+                "-mp",
+                str(config.CORPUS_PHONES_MEDIA_PORT),
+                "-trace_logs",
+                "-log_file",
+                str(corpus_phones.log_path()),
+                "-log_overwrite",
+                "false",
+                "-cp",
+                str(config.CORPUS_PHONES_CONTROL_PORT),
+                "-trace_err",
+                "-error_file",
+                str(config.PHONES_DIR / "corpus-errors.log"),
+                "-nostdin",
+            ),
+            lambda: _sip_options_ok(config.CORPUS_PHONES_PORT),
+            30,  # sipp reads every clip before it answers
+            cwd=config.CORPUS_AUDIO_DIR,
+            inputs=(config.CORPUS_SCENARIO_FILE, config.CORPUS_AUDIO_DIR / "clips.json"),
+        ),
     ]
+
+
+def ensure_corpus_trunk() -> str:
+    """The corpus phones' outbound trunk id (created if another checkout's `up` did not)."""
+    return asyncio.run(_ensure_trunk(config.CORPUS_TRUNK_NAME, config.CORPUS_PHONES_PORT))
+
+
+def serve_corpus(directory: Path) -> list[str]:
+    """Make the corpus phones play the corpus in `directory` (restarting only them)."""
+    corpus_phones.set_source(directory)
+    return up()
 
 
 def up() -> list[str]:
@@ -158,6 +200,7 @@ def up() -> list[str]:
     with _lock():
         install.install()
         audio.generate()
+        corpus_phones.prepare()
         started: list[str] = []
         try:
             for part in parts():
@@ -168,7 +211,10 @@ def up() -> list[str]:
                 _start(part)
                 started.append(part.name)
             try:
-                trunk_id = asyncio.run(_ensure_trunk())
+                trunk_id = asyncio.run(_ensure_trunk(config.TRUNK_NAME, config.PHONES_PORT))
+                corpus_trunk_id = asyncio.run(
+                    _ensure_trunk(config.CORPUS_TRUNK_NAME, config.CORPUS_PHONES_PORT)
+                )
             except (OSError, aiohttp.ClientError, api.TwirpError) as exc:
                 raise DevstackError(f"creating the outbound trunk failed: {exc}") from None
         except BaseException:
@@ -176,7 +222,7 @@ def up() -> list[str]:
             for name in reversed(started):
                 _stop(next(p for p in parts() if p.name == name))
             raise
-        _write_env(trunk_id)
+        _write_env(trunk_id, corpus_trunk_id)
     if started:
         say(f"started {', '.join(started)}; environment in {config.ENV_FILE}")
     else:
@@ -217,18 +263,20 @@ def is_up() -> bool:
     return config.ENV_FILE.exists() and all(s.startswith("up") for s in status().values())
 
 
-def env_values(trunk_id: str) -> dict[str, str]:
-    """The variables the dialer, the agent and the tests need to reach this stack."""
+def env_values(trunk_id: str, corpus_trunk_id: str) -> dict[str, str]:
+    """The variables the dialer, the agent and the tests need to reach this stack
+    (`DEVSTACK_CORPUS_TRUNK_ID` reaches the corpus phones)."""
     return {
         "LIVEKIT_URL": config.LIVEKIT_URL,
         "LIVEKIT_API_KEY": config.API_KEY,
         "LIVEKIT_API_SECRET": config.API_SECRET,
         "SIP_OUTBOUND_TRUNK_ID": trunk_id,
+        "DEVSTACK_CORPUS_TRUNK_ID": corpus_trunk_id,
     }
 
 
-def _write_env(trunk_id: str) -> None:
-    lines = [f"{key}={value}" for key, value in env_values(trunk_id).items()]
+def _write_env(trunk_id: str, corpus_trunk_id: str) -> None:
+    lines = [f"{key}={value}" for key, value in env_values(trunk_id, corpus_trunk_id).items()]
     tmp = config.ENV_FILE.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(config.ENV_FILE)
@@ -257,7 +305,7 @@ def _start(part: Part) -> None:
                 part.argv,
                 cwd=part.cwd,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL if part.name == "phones" else log,
+                stdout=subprocess.DEVNULL if part.name.endswith("phones") else log,
                 stderr=log,
                 start_new_session=True,  # outlives `python -m devstack up`
             )
@@ -283,9 +331,11 @@ def _start(part: Part) -> None:
 
 def _logs(part: Part) -> str:
     text = f"{part.log_file}:\n{tail(part.log_file)}"
-    if part.name == "phones":
+    if part.name.endswith("phones"):
         # sipp writes its complaints to its error file, not to stderr.
-        errors = config.PHONES_DIR / "errors.log"
+        errors = config.PHONES_DIR / (
+            "errors.log" if part.name == "phones" else "corpus-errors.log"
+        )
         text += f"\n{errors}:\n{tail(errors, 5)}"
     return text
 
@@ -461,18 +511,18 @@ def _sip_options_ok(port: int) -> bool:
     return data.startswith(b"SIP/2.0 ")
 
 
-async def _ensure_trunk() -> str:
-    """The outbound trunk to the phones: reuse ours if it exists, else create it."""
-    address = f"{config.HOST}:{config.PHONES_PORT}"
+async def _ensure_trunk(name: str, port: int) -> str:
+    """The outbound trunk to the phones on `port`: reuse ours if it exists, else create it."""
+    address = f"{config.HOST}:{port}"
     async with api.LiveKitAPI(config.LIVEKIT_URL, config.API_KEY, config.API_SECRET) as lk:
         existing = await lk.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest())
         for trunk in existing.items:
-            if trunk.name == config.TRUNK_NAME and trunk.address == address:
+            if trunk.name == name and trunk.address == address:
                 return str(trunk.sip_trunk_id)
         trunk = await lk.sip.create_outbound_trunk(
             api.CreateSIPOutboundTrunkRequest(
                 trunk=api.SIPOutboundTrunkInfo(
-                    name=config.TRUNK_NAME,
+                    name=name,
                     address=address,
                     numbers=[config.TRUNK_CALLER_ID],
                     transport=api.SIPTransport.SIP_TRANSPORT_UDP,

@@ -3,7 +3,7 @@
 Pocketsphinx in free dictation garbles telephone speech; a small language model
 built from the phrases a call can contain (the script's keywords and do-not-call
 phrases, voicemail greetings, everyday replies) catches the words that matter.
-The same voicemail phrases drive the rule-based answering machine detection.
+The same machine phrases drive answering-machine detection (`agent.amd`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,25 @@ VOICEMAIL_PHRASES: tuple[str, ...] = (
     "leave a message",
     "leave your name",
     "leave your message",
+    "leave me a message",
     "after the tone",
     "after the beep",
     "at the tone",
+    "the beep",
+    "the tone",
     "can't take your call",
     "cannot take your call",
+    "can't talk",
     "not available",
     "you have reached",
     "you've reached",
     "record your message",
+    "missed your call",
     "voicemail",
     "voice mail",
     "get back to you",
+    "call you back",
+    "message",
 )
 
 #: A greeting that says no message can be left.
@@ -48,6 +55,46 @@ IVR_PHRASES: tuple[str, ...] = (
     "press zero",
     "press the pound key",
     "for english press",
+    "for english",
+    "press",
+    "menu",
+    "carefully",
+    "for sales",
+    "for support",
+    "for billing",
+    "main menu",
+    "menu options",
+    "listen carefully",
+    "operator",
+    "extension",
+    "thank you for calling",
+    "welcome to",
+    "if you know your party's extension",
+    "dial it at any time",
+    "office is now closed",
+    "closed",
+    "now closed",
+    "our hours",
+    "business hours",
+)
+
+#: A call-screening service asking who calls and why (Pixel, iOS, carriers).
+SCREENER_PHRASES: tuple[str, ...] = (
+    "screening service",
+    "call screening",
+    "screening",
+    "say your name",
+    "state your name",
+    "record your name",
+    "your name and",
+    "reason for your call",
+    "reason for calling",
+    "why you're calling",
+    "why you are calling",
+    "the person you're calling",
+    "the person you are calling",
+    "if this person is available",
+    "get a copy of this conversation",
 )
 
 #: What people say on the phone that carries no disposition.
@@ -96,6 +143,7 @@ def corpus(script: Script) -> list[str]:
     lines.extend(VOICEMAIL_PHRASES)
     lines.extend(UNAVAILABLE_PHRASES)
     lines.extend(IVR_PHRASES)
+    lines.extend(SCREENER_PHRASES)
     lines.extend(EVERYDAY_REPLIES)
     seen: dict[str, None] = {}
     for line in lines:

@@ -44,6 +44,10 @@ class CallSummary:
     disposition_note: str | None = None
     callback_at: str | None = None
     voicemail_left: bool = False
+    #: seconds after the answer: AMD's verdict, the end of the beep, the message's start
+    amd_latency: float | None = None
+    beep_latency: float | None = None
+    message_latency: float | None = None
     added_to_dnc: bool = False
     #: None when the campaign does not store transcripts
     transcript: list[dict[str, Any]] | None = None
@@ -79,6 +83,9 @@ def write_call_record(ledger: Ledger, summary: CallSummary) -> int:
             disposition_note=summary.disposition_note,
             callback_at=summary.callback_at,
             voicemail_left=summary.voicemail_left,
+            amd_latency=summary.amd_latency,
+            beep_latency=summary.beep_latency,
+            message_latency=summary.message_latency,
             added_to_dnc=summary.added_to_dnc,
             transcript=summary.transcript,
             llm_prompt_tokens=summary.llm_prompt_tokens,

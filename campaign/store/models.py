@@ -325,6 +325,11 @@ class CallRecord(Base):
     disposition_note: Mapped[str | None] = mapped_column(Text)
     callback_at: Mapped[str | None] = mapped_column(String(100))
     voicemail_left: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: seconds after the answer: AMD's verdict, the end of the beep it heard (None: no
+    #: beep), the start of the voicemail message
+    amd_latency: Mapped[float | None] = mapped_column(Float)
+    beep_latency: Mapped[float | None] = mapped_column(Float)
+    message_latency: Mapped[float | None] = mapped_column(Float)
     added_to_dnc: Mapped[bool] = mapped_column(Boolean, default=False)
     transcript: Mapped[list[Any] | None] = mapped_column()
     llm_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)

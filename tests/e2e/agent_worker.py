@@ -124,9 +124,15 @@ def dial_request(
 
 
 async def place_call(
-    env: dict[str, str], agent_name: str, request: DialRequest, number: str
+    env: dict[str, str],
+    agent_name: str,
+    request: DialRequest,
+    number: str,
+    *,
+    trunk_id: str | None = None,
 ) -> tuple[str, api.SIPParticipantInfo | None, api.SipCallError | None]:
-    """Room, explicit dispatch with the DialRequest, then the SIP call (until answered).
+    """Room, explicit dispatch with the DialRequest, then the SIP call (until answered)
+    through `trunk_id` (default: the environment's outbound trunk, to the phones).
 
     Returns the room name and either the participant or the SIP error."""
     room = f"agent-test-{request.attempt_id}-{uuid.uuid4().hex[:6]}"
@@ -150,7 +156,7 @@ async def place_call(
         try:
             participant = await lk.sip.create_sip_participant(
                 api.CreateSIPParticipantRequest(
-                    sip_trunk_id=env["SIP_OUTBOUND_TRUNK_ID"],
+                    sip_trunk_id=trunk_id or env["SIP_OUTBOUND_TRUNK_ID"],
                     sip_call_to=number,
                     room_name=room,
                     participant_identity=f"callee-{request.contact_id}",

@@ -117,7 +117,7 @@ def test_the_talking_phone_is_greeted_heard_answered_and_hung_up_on(stack: Stack
 def test_the_answering_machine_gets_the_voicemail_message(stack: Stack) -> None:
     placed = call(stack, Behaviour.ANSWERING_MACHINE, Script(voicemail_message=VOICEMAIL))
     record = placed.record
-    assert record.amd_result == "machine"
+    assert record.amd_result == "voicemail"
     assert record.voicemail_left
     assert record.end_reason == "agent_hangup"
     assert record.disposition is None
@@ -131,7 +131,7 @@ def test_the_answering_machine_gets_the_voicemail_message(stack: Stack) -> None:
 def test_without_a_voicemail_message_the_machine_is_hung_up_on(stack: Stack) -> None:
     placed = call(stack, Behaviour.ANSWERING_MACHINE, Script(voicemail_message=None))
     record = placed.record
-    assert record.amd_result == "machine"
+    assert record.amd_result == "voicemail"
     assert not record.voicemail_left
     assert record.end_reason == "agent_hangup"
     assert record.transcript is not None

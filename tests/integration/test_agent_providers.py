@@ -4,15 +4,13 @@ pocketsphinx hears it over a telephone-quality line, metrics and usage flow."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import llm, metrics
-from livekit.agents.voice.amd import AMDCategory
 
-from agent.local import EspeakTTS, PocketsphinxSTT, ScriptedLLM, VoicemailRules
+from agent.local import EspeakTTS, PocketsphinxSTT, ScriptedLLM
 from agent.local.vocabulary import corpus
 from campaign.contract import Script
 
@@ -101,23 +99,3 @@ async def test_the_scripted_llm_reports_usage_and_time_to_first_token() -> None:
     [report] = seen
     assert report.completion_tokens == response.usage.completion_tokens
     assert report.ttft >= 0
-
-
-async def test_voicemail_rules_answer_amd_with_a_real_tool_call() -> None:
-    saved: list[AMDCategory] = []
-
-    async def save_prediction(label: AMDCategory) -> None:
-        """Save the prediction."""
-        saved.append(label)
-
-    ctx = llm.ChatContext()
-    ctx.add_message(role="system", content="classify")
-    ctx.add_message(role="user", content="you have reached Alex please leave a message")
-    tool = llm.function_tool(save_prediction)
-    stream = VoicemailRules().chat(chat_ctx=ctx, tools=[tool], tool_choice="required")
-    response = await asyncio.wait_for(stream.collect(), TIMEOUT_S)
-    [call] = response.tool_calls
-    assert call.name == "save_prediction"
-    assert json.loads(call.arguments) == {"label": "machine-vm"}
-    await llm.utils.execute_function_call(call, llm.ToolContext([tool]))
-    assert saved == [AMDCategory.MACHINE_VM]

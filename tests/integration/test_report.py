@@ -346,11 +346,16 @@ def test_every_summary_figure_matches_the_ledger(ledger: Ledger, tmp_path: Path)
         assert s[f"Outcome: {outcome}"][:2] == pytest.approx((1, 1 / 6)), outcome
     assert s["Outcome: (in progress)"][:2] == pytest.approx((1, 1 / 6))
     assert s["Outcome: declined"][:2] == pytest.approx((0, 0))
+    # the answering-machine outcomes have their rows, counted or not
+    for outcome in ("screened", "ivr", "no_speech"):
+        assert s[f"Outcome: {outcome}"][:2] == pytest.approx((0, 0)), outcome
 
     assert s["Calls recorded by the agent"][0] == 2
     assert s["AMD: human"][:2] == pytest.approx((1, 0.5))
     assert s["AMD: machine"][:2] == pytest.approx((1, 0.5))
     assert s["AMD: uncertain"][:2] == pytest.approx((0, 0))
+    for amd in ("voicemail", "screener", "ivr", "silence"):
+        assert s[f"AMD: {amd}"][:2] == pytest.approx((0, 0)), amd
     assert s["Disposition: interested"][:2] == pytest.approx((1, 0.5))
     assert s["Disposition: (none)"][:2] == pytest.approx((1, 0.5))
     # Talk time: 120 s (Alice) + 30 s (Bob's machine); Carol's call has not ended.

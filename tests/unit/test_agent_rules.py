@@ -1,14 +1,12 @@
-"""Pure rules of the agent: vocabulary, greeting classification, dispatch metadata."""
+"""Pure rules of the agent: vocabulary and dispatch metadata (AMD: test_amd.py)."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
-from livekit.agents.voice.amd import AMDCategory
 
 from agent.assistant import instructions
-from agent.local.amd import classify_greeting
 from agent.local.vocabulary import VOICEMAIL_PHRASES, contains_phrase, corpus, normalize
 from agent.worker import parse_dial_request
 from campaign.contract import DialRequest, Script
@@ -42,21 +40,6 @@ def test_the_corpus_holds_the_scripts_words_and_the_voicemail_phrases() -> None:
     assert "go away" in lines
     assert set(VOICEMAIL_PHRASES) <= set(lines)
     assert len(lines) == len(set(lines))
-
-
-@pytest.mark.parametrize(
-    ("greeting", "category"),
-    [
-        ("Hello?", AMDCategory.HUMAN),
-        ("yes this is Sam speaking", AMDCategory.HUMAN),
-        ("you have reached Alex, please leave a message after the tone", AMDCategory.MACHINE_VM),
-        ("I can't take your call right now", AMDCategory.MACHINE_VM),
-        ("the mailbox is full goodbye", AMDCategory.MACHINE_UNAVAILABLE),
-        ("for sales press one", AMDCategory.MACHINE_IVR),
-    ],
-)
-def test_greetings_are_classified_by_phrase(greeting: str, category: AMDCategory) -> None:
-    assert classify_greeting(greeting) is category
 
 
 def test_a_valid_dial_request_parses() -> None:

@@ -98,3 +98,20 @@ def test_declined_cannot_be_made_retryable() -> None:
         RetryPolicy.model_validate({"declined": {"delay": "1h"}})
     with pytest.raises(ValidationError):
         RetryPolicy.model_validate({"bussy": {"delay": "1h"}})
+
+
+def test_screened_ivr_and_no_speech_have_their_own_rules() -> None:
+    # a screener heard who called: once more, another day
+    assert after(Outcome.SCREENED) == Decision(ContactStatus.RETRY, TOMORROW_9)
+    assert after(Outcome.SCREENED, dials=2, same=2).status == ContactStatus.EXHAUSTED
+    # a phone menu is not the contact's own line: not retried
+    assert after(Outcome.IVR) == Decision(ContactStatus.EXHAUSTED)
+    # nobody spoke: soon, once more
+    assert after(Outcome.NO_SPEECH) == Decision(ContactStatus.RETRY, NOW + timedelta(hours=1))
+    assert after(Outcome.NO_SPEECH, dials=2, same=2).status == ContactStatus.EXHAUSTED
+
+
+def test_the_new_rules_are_set_from_yaml_like_any_other() -> None:
+    policy = RetryPolicy.model_validate({"ivr": {"delay": "next_day"}, "screened": "never"})
+    assert after(Outcome.IVR, policy=policy) == Decision(ContactStatus.RETRY, TOMORROW_9)
+    assert after(Outcome.SCREENED, policy=policy) == Decision(ContactStatus.EXHAUSTED)

@@ -1,0 +1,345 @@
+"""Answering-machine detection: the classifier on transcripts, the beep detector on audio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import numpy as np
+import pytest
+from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChangedEvent
+
+from agent.amd import (
+    NO_SPEECH_S,
+    VAD_SILENCE_S,
+    AnsweringMachineDetector,
+    BeepDetector,
+    SpeechMeter,
+    Verdict,
+    accepts_message,
+    classify_greeting,
+)
+from agent.local.vocabulary import IVR_PHRASES, SCREENER_PHRASES, corpus
+from campaign.contract import Script
+from campaign.outcomes import AmdResult
+
+pytestmark = pytest.mark.unit
+
+RATE = 8000
+
+
+@pytest.mark.parametrize(
+    ("transcript", "speech_s", "result"),
+    [
+        ("hello", 0.5, AmdResult.HUMAN),
+        ("hello who is this", 1.1, AmdResult.HUMAN),
+        ("", 0.4, AmdResult.HUMAN),
+        # short: a misheard machine phrase does not make a person a machine
+        ("yes you've reached", 1.3, AmdResult.HUMAN),
+        ("hello who at the tone", 1.6, AmdResult.HUMAN),
+        # short, but two machine phrases: a brief personal greeting
+        ("you've reached leave a message", 1.6, AmdResult.VOICEMAIL),
+        ("hi it's sam leave a message after the beep", 2.6, AmdResult.VOICEMAIL),
+        (
+            "the person you are trying to reach is not available at the tone please record",
+            7.0,
+            AmdResult.VOICEMAIL,
+        ),
+        # long speech with no words understood: the classic greeting-length rule
+        ("the the i am", 4.0, AmdResult.VOICEMAIL),
+        ("thank you for calling acme for sales press one", 6.0, AmdResult.IVR),
+        ("our office is now closed for our hours press one", 6.0, AmdResult.IVR),
+        (
+            "the person you're calling is using a screening service say your name",
+            8.0,
+            AmdResult.SCREENER,
+        ),
+        ("if you record your name and reason for calling", 4.5, AmdResult.SCREENER),
+        ("the mailbox is full goodbye", 3.0, AmdResult.VOICEMAIL),
+    ],
+)
+def test_greetings_are_classified_by_length_and_words(
+    transcript: str, speech_s: float, result: AmdResult
+) -> None:
+    assert classify_greeting(transcript, speech_s)[0] is result
+
+
+def test_the_reason_says_what_was_heard() -> None:
+    _, reason = classify_greeting("for sales press one", 5.0)
+    assert "5.0 s" in reason and "'press one'" in reason
+
+
+def test_a_full_mailbox_takes_no_message() -> None:
+    assert not accepts_message("sorry the mailbox is full")
+    assert accepts_message("please leave a message")
+
+
+def test_the_speech_model_hears_the_machine_phrases() -> None:
+    lines = corpus(Script())
+    assert {"press one", "screening service", "say your name"} <= set(lines)
+    assert set(IVR_PHRASES) | set(SCREENER_PHRASES) <= set(lines)
+
+
+def tone(hz: float, seconds: float, level: float = 8000.0) -> np.ndarray:
+    t = np.arange(round(seconds * RATE)) / RATE
+    return level * np.sin(2 * np.pi * hz * t)
+
+
+def voice(seconds: float, f0: float = 130.0, seed: int = 1) -> np.ndarray:
+    """A vowel-like sound: a wobbling pitch with many harmonics under two formants."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * RATE)) / RATE
+    pitch = f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / RATE
+    out = np.zeros_like(t)
+    for k in range(1, 25):
+        hz = k * f0
+        weight = np.exp(-(((hz - 700) / 300) ** 2)) + 0.6 * np.exp(-(((hz - 1200) / 250) ** 2))
+        out += (weight + 0.05) * np.sin(k * phase)
+    return 6000 * out / np.max(np.abs(out)) + rng.normal(0, 50, len(t))
+
+
+def silence(seconds: float, noise: float = 30.0, seed: int = 2) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, noise, round(seconds * RATE))
+
+
+def beeps_in(audio: np.ndarray, chunk: int = 160) -> list[tuple[float, float, float]]:
+    detector = BeepDetector(RATE)
+    for i in range(0, len(audio), chunk):  # 20 ms frames, as the call delivers them
+        detector.push(audio[i : i + chunk].astype(np.int16))
+    return detector.beeps
+
+
+@pytest.mark.parametrize("hz", [440, 850, 1000, 1400, 2000])
+def test_a_beep_after_a_greeting_is_found_where_it_is(hz: float) -> None:
+    audio = np.concatenate([silence(0.5), voice(2.0), silence(0.6), tone(hz, 0.5), silence(1.0)])
+    [(start, end, heard)] = beeps_in(audio)
+    assert start == pytest.approx(3.1, abs=0.05)
+    assert end == pytest.approx(3.6, abs=0.05)
+    assert heard == pytest.approx(hz, abs=20)
+
+
+def test_a_beep_under_line_noise_is_found() -> None:
+    noisy = np.concatenate([silence(0.3), tone(1000, 0.4, level=3000), silence(0.5)])
+    noisy += np.random.default_rng(3).normal(0, 300, len(noisy))  # about 20 dB below
+    [(start, end, _)] = beeps_in(noisy)
+    assert (start, end) == (pytest.approx(0.3, abs=0.05), pytest.approx(0.7, abs=0.05))
+
+
+@pytest.mark.parametrize("f0", [90.0, 130.0, 210.0])
+def test_speech_and_noise_are_not_beeps(f0: float) -> None:
+    audio = np.concatenate([voice(3.0, f0=f0), silence(2.0, noise=400.0)])
+    assert beeps_in(audio) == []
+
+
+def test_a_blip_shorter_than_a_beep_is_not_one() -> None:
+    assert beeps_in(np.concatenate([silence(0.3), tone(1000, 0.08), silence(0.5)])) == []
+
+
+def test_two_beeps_are_two() -> None:
+    audio = np.concatenate(
+        [tone(1000, 0.3), silence(0.3), tone(1400, 0.3), silence(0.3)]  # carrier double beep
+    )
+    assert [round(hz, -2) for _, _, hz in beeps_in(audio)] == [1000, 1400]
+
+
+def speech_in(audio: np.ndarray, since: float = 0.0) -> float:
+    meter = SpeechMeter(RATE)
+    for i in range(0, len(audio), 160):
+        meter.push(audio[i : i + 160].astype(np.int16))
+    return meter.speech_s(since)
+
+
+def test_the_meter_measures_speech_in_the_audio() -> None:
+    hello = np.concatenate([silence(0.5), voice(0.8), silence(1.5)])
+    assert speech_in(hello) == pytest.approx(0.8, abs=0.1)
+    greeting = np.concatenate([silence(0.3), voice(1.2), silence(0.2), voice(1.5), silence(1.0)])
+    assert speech_in(greeting) == pytest.approx(2.9, abs=0.15)  # a short gap is one stretch
+    assert speech_in(greeting, since=1.0) == pytest.approx(2.2, abs=0.15)
+
+
+def test_the_meter_hears_no_speech_in_line_noise_and_speech_over_it() -> None:
+    assert speech_in(silence(5.0, noise=800.0)) == 0.0
+    noisy = np.concatenate([silence(1.0, noise=800.0), voice(1.0) + silence(1.0, noise=800.0)])
+    assert speech_in(noisy) == pytest.approx(1.0, abs=0.15)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Events:
+    """Stands in for the session: the detector only subscribes to two of its events."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Callable[[Any], None]] = {}
+
+    def on(self, name: str, handler: Callable[[Any], None]) -> None:
+        self.handlers[name] = handler
+
+    def state(self, new: str, at: float) -> None:
+        old = "listening" if new == "speaking" else "speaking"
+        self.handlers["user_state_changed"](
+            UserStateChangedEvent(old_state=old, new_state=new, created_at=at)  # type: ignore[arg-type]
+        )
+
+    def words(self, text: str) -> None:
+        self.handlers["user_input_transcribed"](
+            UserInputTranscribedEvent(transcript=text, is_final=True)
+        )
+
+
+async def judged(script: Callable[[Events, FakeClock], Awaitable[None]]) -> tuple[Verdict, float]:
+    """Run the detector (no audio: speech from the VAD's events) through a scripted call."""
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    detector.start(clock.now)
+    start = clock.now
+    task = asyncio.create_task(detector.verdict())
+    await script(events, clock)
+    for _ in range(400):  # then time passes, bounded (20 s of the call)
+        if task.done():
+            break
+        await tick(clock, 0.05)
+    verdict = await asyncio.wait_for(task, 1.0)
+    return verdict, verdict.at - start
+
+
+async def tick(clock: FakeClock, seconds: float) -> None:
+    clock.now += seconds
+    await asyncio.sleep(0.03)  # the detector looks every 20 ms
+
+
+async def test_a_short_hello_is_a_person_the_moment_it_ends() -> None:
+    async def hello(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.5)
+        events.state("speaking", clock.now)
+        await tick(clock, 1.1)  # 0.55 s of speech, then the VAD's 0.55 s of silence
+        events.state("listening", clock.now)
+        await tick(clock, 0.0)
+
+    verdict, after = await judged(hello)
+    assert verdict.result is AmdResult.HUMAN
+    assert after == pytest.approx(1.6)  # no wait for the transcript
+
+
+async def test_a_long_greeting_is_judged_once_it_is_over() -> None:
+    async def mailbox(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.4)
+        events.state("speaking", clock.now)
+        await tick(clock, 2.5)
+        events.state("listening", clock.now)
+        await tick(clock, 0.3)  # a pause between sentences; the STT gives the first one
+        events.words("you have reached sam")
+        events.state("speaking", clock.now)
+        await tick(clock, 2.0)
+        events.state("listening", clock.now)
+        await tick(clock, 0.5)
+        events.words("please leave a message after the tone")
+
+    verdict, after = await judged(mailbox)
+    assert verdict.result is AmdResult.VOICEMAIL
+    assert "'after the tone'" in verdict.reason and "'you have reached'" in verdict.reason
+    # 1 s of quiet after the speech ended (0.55 s before the last "listening")
+    assert after == pytest.approx(5.2 - 0.55 + 1.0, abs=0.2)
+
+
+async def test_nobody_speaking_is_silence() -> None:
+    async def nothing(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.1)
+
+    verdict, after = await judged(nothing)
+    assert verdict.result is AmdResult.SILENCE
+    assert after == pytest.approx(NO_SPEECH_S, abs=0.2)
+
+
+async def test_a_lost_transcript_does_not_hold_the_verdict_forever() -> None:
+    async def menu(events: Events, clock: FakeClock) -> None:
+        await tick(clock, 0.4)
+        events.state("speaking", clock.now)
+        await tick(clock, 6.0)
+        events.state("listening", clock.now)  # the STT never answers
+
+    verdict, _ = await judged(menu)
+    assert verdict.result is AmdResult.VOICEMAIL  # long speech, no words: the length rule
+
+
+def test_digital_silence_before_the_line_does_not_make_noise_speech() -> None:
+    # the far end sends zeros until the line comes up; then quiet line noise (-50 dBFS)
+    call = np.concatenate([np.zeros(8000), silence(0.5, noise=100.0), voice(0.6), silence(1.5)])
+    assert speech_in(call) == pytest.approx(0.6, abs=0.1)
+
+
+def test_a_long_greeting_stays_speech_to_its_end() -> None:
+    words = [np.concatenate([voice(0.5, seed=i), silence(0.08)]) for i in range(16)]
+    greeting = np.concatenate([silence(0.5), *words, silence(1.0)])
+    assert speech_in(greeting) == pytest.approx(16 * 0.58, abs=0.3)
+
+
+async def test_the_audio_decides_when_the_vads_events_lag() -> None:
+    """Under load the VAD reports seconds late; the detector hears the pause in the audio."""
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    start = clock.now
+    detector.start(start)
+    task = asyncio.create_task(detector.verdict())
+    audio = np.concatenate([silence(0.4, noise=100.0), voice(0.7), silence(3.0, noise=100.0)])
+    for i in range(0, len(audio), 160):  # 20 ms frames arriving in real time
+        clock.now += 0.02
+        if i == 8 * 160:  # the VAD's "speaking", late; its "listening" never comes in time
+            events.state("speaking", clock.now)
+        detector.hear(audio[i : i + 160].astype(np.int16))
+        await asyncio.sleep(0)
+        if task.done():
+            break
+    verdict = await asyncio.wait_for(task, 1.0)
+    assert verdict.result is AmdResult.HUMAN
+    # the hello ends 1.1 s in; the pause is heard VAD_SILENCE_S later
+    assert verdict.at - start == pytest.approx(1.1 + VAD_SILENCE_S, abs=0.1)
+
+
+async def test_line_noise_the_vad_does_not_call_speech_is_silence() -> None:
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    start = clock.now
+    detector.start(start)
+    task = asyncio.create_task(detector.verdict())
+    audio = np.concatenate([silence(1.0, noise=100.0), silence(5.0, noise=1500.0)])  # louder
+    for i in range(0, len(audio), 160):
+        clock.now += 0.02
+        detector.hear(audio[i : i + 160].astype(np.int16))
+        await asyncio.sleep(0)
+        if task.done():
+            break
+    verdict = await asyncio.wait_for(task, 1.0)
+    assert verdict.result is AmdResult.SILENCE
+    assert verdict.at - start == pytest.approx(NO_SPEECH_S, abs=0.1)
+
+
+async def test_the_greeting_waits_for_the_hellos_transcript_then_goes_on() -> None:
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    detector.start(clock.now)
+    task = asyncio.create_task(detector.verdict())
+    await tick(clock, 0.5)
+    events.state("speaking", clock.now)
+    await tick(clock, 1.0)
+    events.state("listening", clock.now)
+    verdict = await asyncio.wait_for(task, 1.0)
+    assert verdict.result is AmdResult.HUMAN  # judged before its words arrived
+    released: list[str] = []
+    detector.after_transcript(lambda: released.append("now"))
+    await asyncio.sleep(0.05)
+    assert released == []
+    events.words("hello")
+    assert released == []  # not inside the session's own handling of the words
+    await asyncio.sleep(0.01)
+    assert released == ["now"]
+    detector.after_transcript(lambda: released.append("again"))  # nothing due: at once
+    await asyncio.sleep(0.01)
+    assert released == ["now", "again"]
