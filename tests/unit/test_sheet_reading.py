@@ -101,8 +101,9 @@ def test_a_far_away_stray_cell_costs_one_cell(tmp_path: Path, stray: str) -> Non
     found = probe(xlsx_with_stray_cell(tmp_path / "stray.xlsx", stray))
     assert found["accepted"] == ADA_GRACE_ALAN
     assert found["rows"] == 4  # the three contacts and the stray cell's row (no phone)
+    # Memory is the property (a dense grid of this sheet is 5.5 GB to 549 GB); time is
+    # for benchmarks, and the child's own timeout already fails a read that hangs.
     assert isinstance(found["peak_mib"], float) and found["peak_mib"] < 300
-    assert isinstance(found["seconds"], float) and found["seconds"] < 10
 
 
 def test_a_formatted_empty_cell_far_away_is_no_row_at_all(tmp_path: Path) -> None:
