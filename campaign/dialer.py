@@ -232,6 +232,8 @@ class Watched:
     answered: bool = False  #: the callee was seen answered
     callee_seen: bool = False
     callee_last_seen: float = 0.0  #: monotonic
+    #: a listing failed before the answer: what the phone did meanwhile was not seen
+    blind: bool = False
     agent_lost: bool = False  #: the agent left while the callee was on the line
     ended: str = ""  #: room gone, callee left, agent left, max duration, hung up
 
@@ -855,6 +857,7 @@ class Dialer:
                 people = await self.tel.participants(room)
             except TelephonyError as exc:
                 logger.warning("cannot watch room %s (will look again): %s", room, exc)
+                seen.blind = seen.blind or not seen.answered
                 if time.monotonic() >= deadline:
                     hang_up = "max duration"
                 else:
@@ -916,8 +919,9 @@ class Dialer:
         """Follow a dial whose result this process did not get (adopted after a crash,
         or a request that timed out) to its real end, then finalise it.
 
-        A callee seen answered is a call; one seen ringing until the ringing timeout
-        rang out (`no_answer`); anything else cannot be known (`unknown`).
+        A callee seen answered is a call; one seen ringing until the ringing timeout,
+        with no gap in the looking, rang out (`no_answer`); anything else cannot be known
+        (`unknown`): a server that was frozen may list a callee who hung up long ago.
         """
         ring_end = dial_started + timedelta(seconds=self.config.ringing_timeout)
         ring_left = (ring_end - self.clock()).total_seconds()
@@ -926,7 +930,11 @@ class Dialer:
         if watched.answered and not answered:
             with contextlib.suppress(SQLAlchemyError):
                 await self.db(store.mark_answered, attempt_id, self.clock())
-        rang_out = watched.callee_seen and watched.callee_last_seen >= ring_end_mono - 3
+        rang_out = (
+            watched.callee_seen
+            and not watched.blind
+            and watched.callee_last_seen >= ring_end_mono - 3
+        )
         await self._finish_from_record(
             attempt_id,
             timezones,
