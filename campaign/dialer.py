@@ -412,6 +412,7 @@ class Dialer:
                     bucket=self._bucket,
                     window=self.window,
                     is_test=config.is_test,
+                    clock=lambda: (self.clock(), self.wall()),
                 )
             except SQLAlchemyError as exc:
                 self.stats.state = "waiting for the ledger"

@@ -260,6 +260,7 @@ def claim_next(
     bucket: TokenBucket,
     window: CallingWindow,
     is_test: bool = False,
+    clock: Callable[[], tuple[datetime, float]] | None = None,
 ) -> ClaimResult:
     """Claim the earliest due contact inside its calling hours and write its attempt row.
 
@@ -268,7 +269,9 @@ def claim_next(
     indexed probe per open set finds its earliest due contact, and only the row taken
     is locked. `now` (the injected clock) decides what is due and open; `wall` (real
     epoch seconds) drives the pacing bucket, whose state lives on the campaign row so
-    every process shares it.
+    every process shares it. With `clock` (returning `now` and `wall`), both are read
+    again once the campaign row is held, so a claim that waited for the lock is counted,
+    paced and stamped (`claimed_at`) at the moment it holds the slot.
     """
     with ledger.session() as session:
         _serialise(session)
@@ -279,6 +282,8 @@ def claim_next(
             .where(Campaign.id == campaign)
             .with_for_update()
         ).one()
+        if clock is not None:
+            now, wall = clock()
         in_flight = _in_flight_count(session, campaign)
         if status != CampaignStatus.ACTIVE.value:
             return ClaimResult("inactive", status, in_flight)
