@@ -5,9 +5,11 @@ as the engine can see (rooms, participants with `sip.callStatus`, a dial that wa
 until answered, SIP final responses, a room deleted by the agent when the callee
 hangs up), and fails on cue: a part that is down (`down`), a listing outage
 (`listing_down`), no agent (`agent_available`), a process killed at a step boundary
-(`kill_at`). Everything is computed from the time, so several dialers on several
-event loops (threads) can share one. Only for faults that the real stack cannot
-produce on demand; everything else is tested on the devstack.
+(`kill_at`). The scripted agent writes its call record when a conversation ends, as the
+real one does from its own process, if a `recorder` is set. Everything is computed from
+the time, so several dialers on several event loops (threads) can share one. Only for
+faults that the real stack cannot produce on demand; everything else is tested on the
+devstack.
 
 Phones answer by the number's last digit, as the devstack's do: 1 talks, 3 busy
 (486), 4 rings out (408 at the ringing timeout), 5 declines (603), 6 talks but the
@@ -18,13 +20,18 @@ after the answer (its participant stays, its heartbeat stops).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from campaign.contract import AGENT_HEARTBEAT_ATTR
-from campaign.outcomes import Outcome, outcome_for_sip_status
+from campaign.outcomes import AmdResult, EndReason, Outcome, outcome_for_sip_status
+from campaign.store.calls import CallSummary
+from campaign.store.models import utcnow
 from campaign.telephony import AGENT, SIP, DialResult, Participant, TelephonyError
 
 #: seconds from the INVITE to the answer, and of a conversation
@@ -88,6 +95,8 @@ class Room:
     call: PhoneCall | None = None
     #: deleted while a callee was on the line (by whom)
     cut_off_live_call: bool = False
+    #: from the dispatch metadata: the attempt the agent's call record is for
+    attempt_id: int | None = None
 
 
 @dataclass
@@ -119,6 +128,8 @@ class ScriptedTelephony:
         self.agent_available: Callable[[], bool] = lambda: True
         self.killers: list[Killer] = []
         self.requests: dict[str, int] = {}
+        #: where the scripted agent writes its call record (None: it writes none)
+        self.recorder: Callable[[CallSummary], None] | None = None
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -178,6 +189,7 @@ class ScriptedTelephony:
         self._refuse("CreateDispatch")
         with self.lock:
             found = self.rooms[room]
+            found.attempt_id = json.loads(metadata).get("attempt_id")
             if self.agent_available():
                 found.agent_joined = time.monotonic()
         return f"AD_{room}"
@@ -268,6 +280,7 @@ class ScriptedTelephony:
                 "final", outcome_for_sip_status(code), sip_status_code=code, sip_status="scripted"
             )
         call.answered_at = answer
+        self._record_when_over(self.rooms[room], call)
         await self._boundary("answered", room)
         return DialResult("answered", None, participant_identity=identity)
 
@@ -292,6 +305,31 @@ class ScriptedTelephony:
             found.deleted = now
 
     # -- the script's own clockwork --------------------------------------------------------
+
+    def _record_when_over(self, room: Room, call: PhoneCall) -> None:
+        """The agent's own process: at the conversation's end it writes its call record,
+        whatever became of the dialer (a thread, so a frozen dialer does not stop it)."""
+        recorder = self.recorder
+        if recorder is None or room.attempt_id is None or call.behaviour != "talks":
+            return
+        answered_at = utcnow()
+
+        def write() -> None:
+            summary = CallSummary(
+                attempt_id=room.attempt_id or 0,
+                room_name=room.name,
+                answered_at=answered_at,
+                ended_at=answered_at + timedelta(seconds=TALK_FOR),
+                end_reason=EndReason.CALLEE_HANGUP.value,
+                amd_result=AmdResult.HUMAN.value,
+            )
+            # a ledger fault on cue loses the record, as it would the real agent's
+            with contextlib.suppress(Exception):
+                recorder(summary)
+
+        timer = threading.Timer(TALK_FOR, write)
+        timer.daemon = True
+        timer.start()
 
     def _agent_in(self, room: Room, now: float) -> bool:
         if room.agent_joined is None or room.agent_joined > now:

@@ -40,9 +40,9 @@ from campaign.pacing import TokenBucket
 from campaign.store import Attempt, Contact, Ledger, open_ledger
 from campaign.store import dialing as store
 from campaign.store.aio import LedgerRetry
-from campaign.store.calls import get_call_record
+from campaign.store.calls import get_call_record, write_call_record
 from campaign.telephony import Telephony, TelephonyError
-from tests.scripted_telephony import ScriptedTelephony
+from tests.scripted_telephony import AGENT_CLEANUP, TALK_FOR, ScriptedTelephony
 
 pytestmark = pytest.mark.integration
 
@@ -547,6 +547,8 @@ def test_kill_at_each_step_then_restart(
     if ledger.is_postgres and restart != "another host":
         pytest.skip("the restart kinds differ only in the dialer id: SQLite covers them")
     phone, expected = KILLS[step]
+    # The agent is its own process: its call record is there whenever the adopter looks.
+    tel.recorder = lambda summary: write_call_record(ledger, summary)
     config = campaign()
     (number,) = add_contacts(ledger, config, [phone])
     killer = tel.kill_at(step)
@@ -562,6 +564,28 @@ def test_kill_at_each_step_then_restart(
     assert outcomes_of(ledger, number) == expected
     calls = len(tel.calls)
     assert calls == sum(1 for o in expected if o not in UNDIALED and o != "unknown")
+    assert_invariants(ledger, tel)
+
+
+def test_adopter_that_comes_after_the_call_ended_reads_the_agents_record(
+    ledger: Ledger, tel: ScriptedTelephony
+) -> None:
+    """Killed after the answer, restarted only when the room is long gone: the agent's
+    call record is the evidence of the answer (no `unknown`, no second dial)."""
+    tel.recorder = lambda summary: write_call_record(ledger, summary)
+    config = campaign()
+    (number,) = add_contacts(ledger, config, ["talks"])
+    killer = tel.kill_at("answered")
+    first = DialerThread(Dialer(ledger, config, tel, options=fast_options(), clock=FastClock()))
+    first.start()
+    assert killer.fired.wait(BOUND)
+    time.sleep(TALK_FOR + AGENT_CLEANUP + 1.0)  # the callee hung up, the agent closed the room
+    second = Dialer(
+        ledger, config, tel, options=fast_options(dialer_id=new_dialer_id(pid=1)), clock=FastClock()
+    )
+    run(second)
+    assert outcomes_of(ledger, number) == ["answered"]
+    assert len(tel.calls) == 1
     assert_invariants(ledger, tel)
 
 
