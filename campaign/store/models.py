@@ -61,6 +61,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class ClippedString(TypeDecorator[str]):
+    """Free text from outside (a SIP server's reason, the LLM's callback time, a sheet's
+    name) cut to the column's length: PostgreSQL refuses a longer value, and a refused
+    verdict or call record would be retried for ever."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        length: int | None = getattr(self.impl, "length", None)
+        if value is None or length is None:
+            return value
+        return value[:length]
+
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -148,7 +163,7 @@ class Contact(Base):
     e164: Mapped[str] = mapped_column(String(20))
     raw_phone: Mapped[str] = mapped_column(Text, default="")
     extension: Mapped[str | None] = mapped_column(String(20))
-    name: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str | None] = mapped_column(ClippedString(200))
     #: IANA zones; calling hours must hold in each
     timezones: Mapped[list[Any]] = mapped_column(default=list)
     #: the canonical form of `timezones` (kept in step on every ORM flush)
@@ -163,7 +178,7 @@ class Contact(Base):
     #: when a due contact became due (its retry time, or its import time); NULL unless due
     due_at: Mapped[datetime | None] = mapped_column()
     last_outcome: Mapped[str | None] = mapped_column(String(30))
-    disposition: Mapped[str | None] = mapped_column(String(50))
+    disposition: Mapped[str | None] = mapped_column(ClippedString(50))
     is_test: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -293,7 +308,7 @@ class Attempt(Base):
     status: Mapped[str] = mapped_column(String(20), default="dialing")
     outcome: Mapped[str | None] = mapped_column(String(30))
     sip_status_code: Mapped[int | None] = mapped_column(Integer)
-    sip_status: Mapped[str | None] = mapped_column(String(200))
+    sip_status: Mapped[str | None] = mapped_column(ClippedString(200))
     room_name: Mapped[str] = mapped_column(String(200), default="")
     dialer_id: Mapped[str] = mapped_column(String(100), default="")
     is_test: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -321,9 +336,9 @@ class CallRecord(Base):
     ended_at: Mapped[datetime | None] = mapped_column()
     end_reason: Mapped[str | None] = mapped_column(String(30))
     amd_result: Mapped[str | None] = mapped_column(String(20))
-    disposition: Mapped[str | None] = mapped_column(String(50))
+    disposition: Mapped[str | None] = mapped_column(ClippedString(50))
     disposition_note: Mapped[str | None] = mapped_column(Text)
-    callback_at: Mapped[str | None] = mapped_column(String(100))
+    callback_at: Mapped[str | None] = mapped_column(ClippedString(100))
     voicemail_left: Mapped[bool] = mapped_column(Boolean, default=False)
     #: seconds after the answer: AMD's verdict, the end of the beep it heard (None: no
     #: beep), the start of the voicemail message
