@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChan
 
 from agent.local.vocabulary import (
     IVR_PHRASES,
+    KEY_NAMES,
+    MACHINE_PHRASES,
     SCREENER_PHRASES,
     UNAVAILABLE_PHRASES,
     VOICEMAIL_PHRASES,
@@ -45,6 +48,8 @@ HUMAN_MAX_SPEECH_S = 1.8
 WORDS_DECIDE_FROM_S = 1.3
 #: Distinct machine phrases that make a short greeting a machine.
 MACHINE_CUES = 2
+#: What a key named ("press one") scores for a menu: a number read out names keys too.
+KEY_CUE = 0.5
 #: The session's VAD reports the end of speech after this much silence (Silero's
 #: default min_silence_duration); it is taken off the measured speech.
 VAD_SILENCE_S = 0.55
@@ -84,8 +89,21 @@ def _cues(text: str, phrases: tuple[str, ...]) -> list[str]:
     return [p for p in heard if not any(p != q and contains_phrase(q, p) for q in heard)]
 
 
-def classify_greeting(transcript: str, speech_s: float) -> tuple[AmdResult, str]:
-    """What answered, from the words heard and the seconds of speech before a pause."""
+_KEY = re.compile(r"\b(?:" + "|".join((*KEY_NAMES, "[0-9]")) + r")\b")
+
+
+def classify_greeting(
+    transcript: str, speech_s: float, *, beep: bool = False
+) -> tuple[AmdResult, str]:
+    """What answered, from the words heard, the seconds of speech before a pause and
+    whether a beep followed the greeting.
+
+    Length says person or machine; each class's phrases heard score the machine
+    classes, with two weak signals beside them: a key named ("one", "9") is half a cue
+    for a menu, and a beep counts as MACHINE_CUES cues for a mailbox (menus and
+    screeners do not beep before they listen). Phrases any machine says ("you have
+    reached") make a machine without choosing one.
+    """
     if _cues(transcript, UNAVAILABLE_PHRASES):
         return AmdResult.VOICEMAIL, "a mailbox that takes no messages"
     found = {
@@ -93,16 +111,30 @@ def classify_greeting(transcript: str, speech_s: float) -> tuple[AmdResult, str]
         AmdResult.SCREENER: _cues(transcript, SCREENER_PHRASES),
         AmdResult.VOICEMAIL: _cues(transcript, VOICEMAIL_PHRASES),
     }
-    strongest = max(len(cues) for cues in found.values())
+    machine = _cues(transcript, MACHINE_PHRASES)
     if speech_s < WORDS_DECIDE_FROM_S or (
-        speech_s < HUMAN_MAX_SPEECH_S and strongest < MACHINE_CUES
+        speech_s < HUMAN_MAX_SPEECH_S
+        and max(len(cues) for cues in found.values()) + len(machine) < MACHINE_CUES
     ):
         return AmdResult.HUMAN, f"{speech_s:.1f} s of speech, then a pause"
+    score = {result: float(len(cues)) for result, cues in found.items()}
+    keys = _KEY.findall(transcript.lower())
+    if keys:
+        score[AmdResult.IVR] += KEY_CUE
+    if beep:
+        score[AmdResult.VOICEMAIL] += MACHINE_CUES
+    strongest = max(score.values())
     if strongest == 0:
-        return AmdResult.VOICEMAIL, f"{speech_s:.1f} s of speech without a pause"
+        heard = f"; heard {', '.join(repr(c) for c in machine)}" if machine else ""
+        return AmdResult.VOICEMAIL, f"{speech_s:.1f} s of speech without a pause{heard}"
     # ties go to the class with the more specific phrases: a menu, then a screener
-    result = next(r for r, cues in found.items() if len(cues) == strongest)
-    return result, f"{speech_s:.1f} s of speech; heard " + ", ".join(repr(c) for c in found[result])
+    result = next(r for r, points in score.items() if points == strongest)
+    evidence = [repr(c) for c in (*machine, *found[result])]
+    if result is AmdResult.IVR and keys:
+        evidence.append(f"key {keys[0]!r}")
+    if result is AmdResult.VOICEMAIL and beep:
+        evidence.append("a beep")
+    return result, f"{speech_s:.1f} s of speech; heard " + ", ".join(evidence)
 
 
 def accepts_message(transcript: str) -> bool:
@@ -374,6 +406,10 @@ class AnsweringMachineDetector:
             await asyncio.sleep(_TICK_S)
         return None
 
+    def _beeped(self, start: float) -> bool:
+        """A beep ended in this listening window (time.time() of its start)."""
+        return any(end > start for end in self._beep_ends)
+
     def _measured_speech(self, start: float) -> float:
         """Speech in this window: from the audio when it is there, else from the VAD."""
         if self._meter is None or self._audio_epoch is None:
@@ -431,7 +467,7 @@ class AnsweringMachineDetector:
         ):
             # a machine: judged on its whole greeting, once it is over
             text = self.heard
-            result, reason = classify_greeting(text, self._speech_s)
+            result, reason = classify_greeting(text, self._speech_s, beep=self._beeped(start))
             if result is AmdResult.HUMAN:  # cannot be: speech only grows; keep it a machine
                 result = AmdResult.VOICEMAIL
             return Verdict(result, now, reason, accepts_message(text))
@@ -442,7 +478,9 @@ class AnsweringMachineDetector:
             if heard_nothing and self._quiet(start):
                 return Verdict(AmdResult.SILENCE, now, "nobody spoke")
             text = self.heard
-            result, reason = classify_greeting(text, max(self._speech_s, HUMAN_MAX_SPEECH_S))
+            result, reason = classify_greeting(
+                text, max(self._speech_s, HUMAN_MAX_SPEECH_S), beep=self._beeped(start)
+            )
             return Verdict(
                 result,
                 now,
