@@ -62,6 +62,11 @@ TRANSCRIPT_WAIT_PER_SPEECH_S = 0.4
 #: A machine's greeting is over once it has been quiet this long (speech ends at a
 #: pause of VAD_SILENCE_S, but recorded greetings pause between sentences too).
 MACHINE_SILENCE_S = 1.0
+#: A beep is evidence of a mailbox when it lasts this long (mailbox beeps last 0.3-1 s;
+#: a sung vowel can pass for a shorter tone) and ends the greeting: nothing but this
+#: much of its own tail after it.
+BEEP_CUE_MIN_S = 0.25
+BEEP_LAST_S = 0.35
 #: Nobody has spoken this long after the answer (or the agent's prompt): silence.
 NO_SPEECH_S = 3.5
 #: A greeting still going this long after listening began is a machine.
@@ -308,7 +313,8 @@ class AnsweringMachineDetector:
         self._transcript_due = False
         self._after_transcript: list[Callable[[], None]] = []
         self._last_speech_end: float | None = None
-        self._beep_ends: list[float] = []
+        #: (end as time.time(), seconds) of each beep heard
+        self._beeps_heard: list[tuple[float, float]] = []
         self._meter: SpeechMeter | None = None
         self._beeps = BeepDetector(AUDIO_RATE)
         #: wall clock of the audio's second 0: the earliest (least delayed) frame's arrival
@@ -397,7 +403,7 @@ class AnsweringMachineDetector:
         deadline = self._clock() + max_wait_s
         while self._clock() < deadline:
             now = self._clock()
-            beeps = [end for end in self._beep_ends if end > after]
+            beeps = [end for end, _ in self._beeps_heard if end > after]
             if beeps and not self.speaking and now - beeps[-1] >= _TICK_S:
                 return beeps[-1]
             quiet = self.quiet_since
@@ -406,9 +412,13 @@ class AnsweringMachineDetector:
             await asyncio.sleep(_TICK_S)
         return None
 
-    def _beeped(self, start: float) -> bool:
-        """A beep ended in this listening window (time.time() of its start)."""
-        return any(end > start for end in self._beep_ends)
+    def _beeped(self, start: float, greeting_end: float) -> bool:
+        """A mailbox's beep ended this window's greeting (time.time()s): a tone long
+        enough that was the last sound heard (a tonal vowel mid-speech is not one)."""
+        return any(
+            end > start and seconds >= BEEP_CUE_MIN_S and end >= greeting_end - BEEP_LAST_S
+            for end, seconds in self._beeps_heard
+        )
 
     def _measured_speech(self, start: float) -> float:
         """Speech in this window: from the audio when it is there, else from the VAD."""
@@ -467,7 +477,8 @@ class AnsweringMachineDetector:
         ):
             # a machine: judged on its whole greeting, once it is over
             text = self.heard
-            result, reason = classify_greeting(text, self._speech_s, beep=self._beeped(start))
+            beep = self._beeped(start, quiet)
+            result, reason = classify_greeting(text, self._speech_s, beep=beep)
             if result is AmdResult.HUMAN:  # cannot be: speech only grows; keep it a machine
                 result = AmdResult.VOICEMAIL
             return Verdict(result, now, reason, accepts_message(text))
@@ -479,7 +490,9 @@ class AnsweringMachineDetector:
                 return Verdict(AmdResult.SILENCE, now, "nobody spoke")
             text = self.heard
             result, reason = classify_greeting(
-                text, max(self._speech_s, HUMAN_MAX_SPEECH_S), beep=self._beeped(start)
+                text,
+                max(self._speech_s, HUMAN_MAX_SPEECH_S),
+                beep=self._beeped(start, now if quiet is None else quiet),
             )
             return Verdict(
                 result,
@@ -540,6 +553,7 @@ class AnsweringMachineDetector:
         if beep is not None:
             start, end, hz = beep
             # when the agent heard it end: this frame's arrival, less the audio since
-            self._beep_ends.append(self._clock() - (self._beeps.pushed_s - end))
+            heard_end = self._clock() - (self._beeps.pushed_s - end)
+            self._beeps_heard.append((heard_end, end - start))
             logger.info("beep heard: %.0f Hz, %.2f s", hz, end - start)
         self._changed.set()
