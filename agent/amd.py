@@ -4,8 +4,10 @@ Five classes (`campaign.outcomes.AmdResult`): human, voicemail, screener, ivr an
 silence. The verdict rests on what the session already measures: how long the
 callee spoke before the first pause (its VAD) and the words of that greeting (its
 STT). A person answering says a few words and waits; a machine speaks on, and its
-words say which machine it is. The mailbox's beep is found in the raw audio
-(`BeepDetector`), so the voicemail message starts after it.
+words say which machine it is, weighed with two weak signals: a key named, and a
+beep ending the greeting (heard in the audio, so no misheard word fakes it). The
+mailbox's beep is found in the raw audio (`BeepDetector`), so the voicemail message
+starts after it.
 
 `classify_greeting` and `BeepDetector` are pure and unit-tested; the
 `AnsweringMachineDetector` wires them to one call's session and audio track.
