@@ -60,8 +60,6 @@ class Result:
     message_after_beep_s: float | None = None  #: message start minus the clip's beep end
     message_after_speech_s: float | None = None  #: message start minus the speech end
     error: str | None = None
-    #: the callee's words as the agent's STT heard them (the call record's transcript)
-    heard: str = ""
     length_rule: str = NO_VERDICT
     length_rule_s: float | None = None  #: after the answer
 
@@ -100,9 +98,6 @@ async def call_clip(
         return result
     result.verdict = record.amd_result if record.amd_result in corpus.CLASSES else NO_VERDICT
     result.verdict_s = record.amd_latency
-    result.heard = " / ".join(
-        str(line["text"]) for line in record.transcript or () if line.get("role") == "callee"
-    )
     answered = [
         e.timestamp
         for e in corpus_phones.read_log(lk_call_id=participant.sip_call_id)
@@ -145,7 +140,7 @@ async def run_calls(
         async with gate:
             result = await call_clip(env, ledger, agent_name, trunk_id, index, label)
         done += 1
-        mark = "ok" if result.verdict == result.truth else f"MISS (heard {result.heard!r})"
+        mark = "ok" if result.verdict == result.truth else "MISS"
         print(
             f"[{done}/{len(clips)}] {label.clip}: {result.truth} -> {result.verdict} {mark}"
             + (f" ({result.error})" if result.error else ""),
