@@ -4,8 +4,10 @@ Five classes (`campaign.outcomes.AmdResult`): human, voicemail, screener, ivr an
 silence. The verdict rests on what the session already measures: how long the
 callee spoke before the first pause (its VAD) and the words of that greeting (its
 STT). A person answering says a few words and waits; a machine speaks on, and its
-words say which machine it is. The mailbox's beep is found in the raw audio
-(`BeepDetector`), so the voicemail message starts after it.
+words say which machine it is, weighed with two weak signals: a key named, and a
+beep ending the greeting (heard in the audio, so no misheard word fakes it). The
+mailbox's beep is found in the raw audio (`BeepDetector`), so the voicemail message
+starts after it.
 
 `classify_greeting` and `BeepDetector` are pure and unit-tested; the
 `AnsweringMachineDetector` wires them to one call's session and audio track.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +32,8 @@ from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChan
 
 from agent.local.vocabulary import (
     IVR_PHRASES,
+    KEY_NAMES,
+    MACHINE_PHRASES,
     SCREENER_PHRASES,
     UNAVAILABLE_PHRASES,
     VOICEMAIL_PHRASES,
@@ -45,6 +50,8 @@ HUMAN_MAX_SPEECH_S = 1.8
 WORDS_DECIDE_FROM_S = 1.3
 #: Distinct machine phrases that make a short greeting a machine.
 MACHINE_CUES = 2
+#: What a key named ("press one") scores for a menu: a number read out names keys too.
+KEY_CUE = 0.5
 #: The session's VAD reports the end of speech after this much silence (Silero's
 #: default min_silence_duration); it is taken off the measured speech.
 VAD_SILENCE_S = 0.55
@@ -57,6 +64,11 @@ TRANSCRIPT_WAIT_PER_SPEECH_S = 0.4
 #: A machine's greeting is over once it has been quiet this long (speech ends at a
 #: pause of VAD_SILENCE_S, but recorded greetings pause between sentences too).
 MACHINE_SILENCE_S = 1.0
+#: A beep is evidence of a mailbox when it lasts this long (mailbox beeps last 0.3-1 s;
+#: a sung vowel can pass for a shorter tone) and ends the greeting: nothing but this
+#: much of its own tail after it.
+BEEP_CUE_MIN_S = 0.25
+BEEP_LAST_S = 0.35
 #: Nobody has spoken this long after the answer (or the agent's prompt): silence.
 NO_SPEECH_S = 3.5
 #: A greeting still going this long after listening began is a machine.
@@ -84,8 +96,21 @@ def _cues(text: str, phrases: tuple[str, ...]) -> list[str]:
     return [p for p in heard if not any(p != q and contains_phrase(q, p) for q in heard)]
 
 
-def classify_greeting(transcript: str, speech_s: float) -> tuple[AmdResult, str]:
-    """What answered, from the words heard and the seconds of speech before a pause."""
+_KEY = re.compile(r"\b(?:" + "|".join((*KEY_NAMES, "[0-9]")) + r")\b")
+
+
+def classify_greeting(
+    transcript: str, speech_s: float, *, beep: bool = False
+) -> tuple[AmdResult, str]:
+    """What answered, from the words heard, the seconds of speech before a pause and
+    whether a beep followed the greeting.
+
+    Length says person or machine; each class's phrases heard score the machine
+    classes, with two weak signals beside them: a key named ("one", "9") is half a cue
+    for a menu, and a beep counts as MACHINE_CUES cues for a mailbox (menus and
+    screeners do not beep before they listen). Phrases any machine says ("you have
+    reached") make a machine without choosing one.
+    """
     if _cues(transcript, UNAVAILABLE_PHRASES):
         return AmdResult.VOICEMAIL, "a mailbox that takes no messages"
     found = {
@@ -93,16 +118,30 @@ def classify_greeting(transcript: str, speech_s: float) -> tuple[AmdResult, str]
         AmdResult.SCREENER: _cues(transcript, SCREENER_PHRASES),
         AmdResult.VOICEMAIL: _cues(transcript, VOICEMAIL_PHRASES),
     }
-    strongest = max(len(cues) for cues in found.values())
+    machine = _cues(transcript, MACHINE_PHRASES)
     if speech_s < WORDS_DECIDE_FROM_S or (
-        speech_s < HUMAN_MAX_SPEECH_S and strongest < MACHINE_CUES
+        speech_s < HUMAN_MAX_SPEECH_S
+        and max(len(cues) for cues in found.values()) + len(machine) < MACHINE_CUES
     ):
         return AmdResult.HUMAN, f"{speech_s:.1f} s of speech, then a pause"
+    score = {result: float(len(cues)) for result, cues in found.items()}
+    keys = _KEY.findall(transcript.lower())
+    if keys:
+        score[AmdResult.IVR] += KEY_CUE
+    if beep:
+        score[AmdResult.VOICEMAIL] += MACHINE_CUES
+    strongest = max(score.values())
     if strongest == 0:
-        return AmdResult.VOICEMAIL, f"{speech_s:.1f} s of speech without a pause"
+        heard = f"; heard {', '.join(repr(c) for c in machine)}" if machine else ""
+        return AmdResult.VOICEMAIL, f"{speech_s:.1f} s of speech without a pause{heard}"
     # ties go to the class with the more specific phrases: a menu, then a screener
-    result = next(r for r, cues in found.items() if len(cues) == strongest)
-    return result, f"{speech_s:.1f} s of speech; heard " + ", ".join(repr(c) for c in found[result])
+    result = next(r for r, points in score.items() if points == strongest)
+    evidence = [repr(c) for c in (*machine, *found[result])]
+    if result is AmdResult.IVR and keys:
+        evidence.append(f"key {keys[0]!r}")
+    if result is AmdResult.VOICEMAIL and beep:
+        evidence.append("a beep")
+    return result, f"{speech_s:.1f} s of speech; heard " + ", ".join(evidence)
 
 
 def accepts_message(transcript: str) -> bool:
@@ -276,7 +315,8 @@ class AnsweringMachineDetector:
         self._transcript_due = False
         self._after_transcript: list[Callable[[], None]] = []
         self._last_speech_end: float | None = None
-        self._beep_ends: list[float] = []
+        #: (end as time.time(), seconds) of each beep heard
+        self._beeps_heard: list[tuple[float, float]] = []
         self._meter: SpeechMeter | None = None
         self._beeps = BeepDetector(AUDIO_RATE)
         #: wall clock of the audio's second 0: the earliest (least delayed) frame's arrival
@@ -365,7 +405,7 @@ class AnsweringMachineDetector:
         deadline = self._clock() + max_wait_s
         while self._clock() < deadline:
             now = self._clock()
-            beeps = [end for end in self._beep_ends if end > after]
+            beeps = [end for end, _ in self._beeps_heard if end > after]
             if beeps and not self.speaking and now - beeps[-1] >= _TICK_S:
                 return beeps[-1]
             quiet = self.quiet_since
@@ -373,6 +413,14 @@ class AnsweringMachineDetector:
                 return None
             await asyncio.sleep(_TICK_S)
         return None
+
+    def _beeped(self, start: float, greeting_end: float) -> bool:
+        """A mailbox's beep ended this window's greeting (time.time()s): a tone long
+        enough that was the last sound heard (a tonal vowel mid-speech is not one)."""
+        return any(
+            end > start and seconds >= BEEP_CUE_MIN_S and end >= greeting_end - BEEP_LAST_S
+            for end, seconds in self._beeps_heard
+        )
 
     def _measured_speech(self, start: float) -> float:
         """Speech in this window: from the audio when it is there, else from the VAD."""
@@ -431,7 +479,8 @@ class AnsweringMachineDetector:
         ):
             # a machine: judged on its whole greeting, once it is over
             text = self.heard
-            result, reason = classify_greeting(text, self._speech_s)
+            beep = self._beeped(start, quiet)
+            result, reason = classify_greeting(text, self._speech_s, beep=beep)
             if result is AmdResult.HUMAN:  # cannot be: speech only grows; keep it a machine
                 result = AmdResult.VOICEMAIL
             return Verdict(result, now, reason, accepts_message(text))
@@ -442,7 +491,11 @@ class AnsweringMachineDetector:
             if heard_nothing and self._quiet(start):
                 return Verdict(AmdResult.SILENCE, now, "nobody spoke")
             text = self.heard
-            result, reason = classify_greeting(text, max(self._speech_s, HUMAN_MAX_SPEECH_S))
+            result, reason = classify_greeting(
+                text,
+                max(self._speech_s, HUMAN_MAX_SPEECH_S),
+                beep=self._beeped(start, now if quiet is None else quiet),
+            )
             return Verdict(
                 result,
                 now,
@@ -502,6 +555,7 @@ class AnsweringMachineDetector:
         if beep is not None:
             start, end, hz = beep
             # when the agent heard it end: this frame's arrival, less the audio since
-            self._beep_ends.append(self._clock() - (self._beeps.pushed_s - end))
+            heard_end = self._clock() - (self._beeps.pushed_s - end)
+            self._beeps_heard.append((heard_end, end - start))
             logger.info("beep heard: %.0f Hz, %.2f s", hz, end - start)
         self._changed.set()

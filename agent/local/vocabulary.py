@@ -27,8 +27,6 @@ VOICEMAIL_PHRASES: tuple[str, ...] = (
     "cannot take your call",
     "can't talk",
     "not available",
-    "you have reached",
-    "you've reached",
     "record your message",
     "missed your call",
     "voicemail",
@@ -36,6 +34,21 @@ VOICEMAIL_PHRASES: tuple[str, ...] = (
     "get back to you",
     "call you back",
     "message",
+)
+
+#: Said by mailboxes and menus alike ("You have reached Acme. For sales, press one."):
+#: a machine, but not which one.
+MACHINE_PHRASES: tuple[str, ...] = (
+    "you have reached",
+    "you've reached",
+)
+
+#: Names of telephone keys: a menu names the keys to press, but so does a number read
+#: out, so a key alone is only half a cue for a menu. Digits count as their names
+#: (a cloud STT writes "press 1").
+KEY_NAMES: tuple[str, ...] = (
+    *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+    *("star", "pound"),
 )
 
 #: A greeting that says no message can be left.
@@ -53,6 +66,16 @@ IVR_PHRASES: tuple[str, ...] = (
     "press two",
     "press three",
     "press zero",
+    "press four",
+    "press five",
+    "press six",
+    "press seven",
+    "press eight",
+    "press nine",
+    "press star",
+    "press pound",
+    "please press",
+    "or press",
     "press the pound key",
     "for english press",
     "for english",
@@ -141,6 +164,7 @@ def corpus(script: Script) -> list[str]:
     lines.extend(script.do_not_call_phrases)
     lines.extend(f"please {phrase}" for phrase in script.do_not_call_phrases)
     lines.extend(VOICEMAIL_PHRASES)
+    lines.extend(MACHINE_PHRASES)
     lines.extend(UNAVAILABLE_PHRASES)
     lines.extend(IVR_PHRASES)
     lines.extend(SCREENER_PHRASES)

@@ -65,9 +65,48 @@ def test_greetings_are_classified_by_length_and_words(
     assert classify_greeting(transcript, speech_s)[0] is result
 
 
+@pytest.mark.parametrize(
+    ("transcript", "speech_s", "beep", "result"),
+    [
+        # a beep after the greeting: a mailbox, whatever one misheard menu word says
+        ("thank you for calling the tone", 6.0, True, AmdResult.VOICEMAIL),
+        ("thank you for calling the tone", 6.0, False, AmdResult.IVR),
+        ("the the i am", 4.0, True, AmdResult.VOICEMAIL),
+        # a screener's two phrases outweigh a beep's two cues only when there are more
+        (
+            "the person you're calling say your name why you're calling",
+            7.0,
+            True,
+            AmdResult.SCREENER,
+        ),
+        # a key named tips a greeting without other words to a menu ...
+        ("the the one", 5.0, False, AmdResult.IVR),
+        ("for sales press 1", 5.0, False, AmdResult.IVR),
+        # ... but it is only half a cue: a number read out names keys too
+        ("the number six four six is not available", 6.0, False, AmdResult.VOICEMAIL),
+        # "you have reached" is said by menus and mailboxes alike
+        ("you have reached acme for support", 6.0, False, AmdResult.IVR),
+        ("you have reached maria", 6.0, False, AmdResult.VOICEMAIL),
+        # ... but it still makes a short greeting a machine
+        ("you've reached sam not available", 1.6, False, AmdResult.VOICEMAIL),
+        # the beep says nothing about a short greeting: a person is greeted at once
+        ("hello", 0.6, True, AmdResult.HUMAN),
+    ],
+)
+def test_weak_signals_are_weighed_with_the_phrases(
+    transcript: str, speech_s: float, beep: bool, result: AmdResult
+) -> None:
+    assert classify_greeting(transcript, speech_s, beep=beep)[0] is result
+
+
 def test_the_reason_says_what_was_heard() -> None:
     _, reason = classify_greeting("for sales press one", 5.0)
     assert "5.0 s" in reason and "'press one'" in reason
+
+
+def test_the_reason_names_the_weak_signals() -> None:
+    assert "a beep" in classify_greeting("the the", 5.0, beep=True)[1]
+    assert "key 'one'" in classify_greeting("the one", 5.0)[1]
 
 
 def test_a_full_mailbox_takes_no_message() -> None:
@@ -343,3 +382,66 @@ async def test_the_greeting_waits_for_the_hellos_transcript_then_goes_on() -> No
     detector.after_transcript(lambda: released.append("again"))  # nothing due: at once
     await asyncio.sleep(0.01)
     assert released == ["now", "again"]
+
+
+def words_for(seconds: float, seed: int = 0) -> np.ndarray:
+    """Speech as a greeting has it: 0.5 s words with short gaps between them."""
+    count = round(seconds / 0.58)
+    return np.concatenate(
+        [np.concatenate([voice(0.5, seed=seed + i), silence(0.08)]) for i in range(count)]
+    )
+
+
+async def hear_greeting(audio: np.ndarray, words: str) -> Verdict:
+    """Judge a greeting from its audio (20 ms frames in real time) and its words."""
+    clock, events = FakeClock(), Events()
+    detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
+    detector.start(clock.now)
+    task = asyncio.create_task(detector.verdict())
+    for i in range(0, len(audio), 160):
+        clock.now += 0.02
+        if i == 25 * 160:
+            events.state("speaking", clock.now)
+            events.words(words)
+        detector.hear(audio[i : i + 160].astype(np.int16))
+        await asyncio.sleep(0)
+        if task.done():
+            break
+    return await asyncio.wait_for(task, 1.0)
+
+
+async def test_a_beep_that_ends_the_greeting_makes_it_a_mailbox() -> None:
+    greeting = np.concatenate([silence(0.4), words_for(4.0), silence(0.5), tone(1000, 0.5)])
+    audio = np.concatenate([greeting, silence(6.0)])
+    verdict = await hear_greeting(audio, "thank you for calling")
+    assert verdict.result is AmdResult.VOICEMAIL
+    assert "a beep" in verdict.reason
+
+
+async def test_a_tone_inside_the_greeting_is_no_beep() -> None:
+    # a sung vowel mid-greeting, then more speech: not the mailbox's beep
+    audio = np.concatenate(
+        [
+            silence(0.4),
+            words_for(2.0),
+            tone(450, 0.5),
+            words_for(2.0, seed=10),
+            silence(6.0),
+        ]
+    )
+    verdict = await hear_greeting(audio, "thank you for calling")
+    assert verdict.result is AmdResult.IVR
+
+
+async def test_a_blip_at_the_end_is_no_beep() -> None:
+    audio = np.concatenate(
+        [
+            silence(0.4),
+            words_for(4.0),
+            silence(0.5),
+            tone(450, 0.2),
+            silence(6.0),
+        ]
+    )
+    verdict = await hear_greeting(audio, "thank you for calling")
+    assert verdict.result is AmdResult.IVR
