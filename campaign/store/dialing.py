@@ -17,9 +17,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
-from sqlalchemy import Row, TextClause, bindparam, case, func, insert, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    Boolean,
+    Integer,
+    Row,
+    TextClause,
+    TextualSelect,
+    bindparam,
+    case,
+    column,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from campaign.errors import UserError
@@ -43,6 +57,8 @@ from campaign.store.models import (
     DncEntry,
     UTCDateTime,
     ZoneSet,
+    due_at_for,
+    utcnow,
 )
 from campaign.windows import CallingWindow
 
@@ -207,6 +223,7 @@ class NewAttempt:
     room_name: str
 
 
+@overload
 def new_attempt(
     session: Session,
     contact_id: int,
@@ -216,36 +233,104 @@ def new_attempt(
     dialer_id: str,
     is_test: bool,
     now: datetime,
-) -> NewAttempt:
+    only_if_due: Literal[False] = False,
+) -> NewAttempt: ...
+
+
+@overload
+def new_attempt(
+    session: Session,
+    contact_id: int,
+    campaign_id: int,
+    *,
+    campaign_name: str,
+    dialer_id: str,
+    is_test: bool,
+    now: datetime,
+    only_if_due: bool,
+) -> NewAttempt | None: ...
+
+
+def new_attempt(
+    session: Session,
+    contact_id: int,
+    campaign_id: int,
+    *,
+    campaign_name: str,
+    dialer_id: str,
+    is_test: bool,
+    now: datetime,
+    only_if_due: bool = False,
+) -> NewAttempt | None:
     """Write the contact's next attempt row (`dialing`) and mark the contact in progress.
 
     The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
-    for campaign claims and `dialer call` alike. Core statements only: a claim runs this
-    while it holds the campaign row.
+    for campaign claims and `dialer call` alike. With `only_if_due` nothing is written
+    (None) unless the contact is still due when its row is updated: a writer that changed
+    it since it was read wins. A claim runs this while it holds the campaign row, so it
+    is one statement on PostgreSQL (a data-modifying CTE) and two on SQLite.
     """
-    last = session.scalar(select(func.max(Attempt.number)).where(Attempt.contact_id == contact_id))
-    number = (last or 0) + 1
-    room_name = f"{campaign_name}-{contact_id}-{number}"
-    inserted = session.execute(
-        insert(Attempt).values(
-            campaign_id=campaign_id,
-            contact_id=contact_id,
-            number=number,
-            status=AttemptStatus.DIALING.value,
-            room_name=room_name,
-            dialer_id=dialer_id,
-            is_test=is_test,
-            claimed_at=now,
-        )
+    params = {
+        "contact": contact_id,
+        "campaign": campaign_id,
+        "prefix": f"{campaign_name}-{contact_id}-",
+        "dialer": dialer_id,
+        "is_test": is_test,
+        "now": now,
+        "stamp": utcnow(),
+    }
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        row = session.execute(_new_attempt_query(only_if_due, True), params).first()
+    else:
+        took = session.execute(_take_contact_query(only_if_due), params)
+        if not took.rowcount:  # type: ignore[attr-defined]
+            return None
+        row = session.execute(_new_attempt_query(only_if_due, False), params).first()
+    if row is None:
+        return None
+    return NewAttempt(int(row.id), int(row.number), f"{campaign_name}-{contact_id}-{row.number}")
+
+
+_STILL_DUE = " AND status IN ('pending', 'retry') AND due_at IS NOT NULL AND is_test = false"
+
+
+@lru_cache(maxsize=4)
+def _take_contact_query(only_if_due: bool) -> TextClause:
+    """Mark the contact in progress (guarded by its still being due, with `only_if_due`)."""
+    return text(
+        "UPDATE contacts SET status = 'in_progress', due_at = NULL, updated_at = :stamp"
+        f" WHERE id = :contact{_STILL_DUE if only_if_due else ''}"
+    ).bindparams(bindparam("stamp", type_=UTCDateTime()))
+
+
+@lru_cache(maxsize=4)
+def _new_attempt_query(only_if_due: bool, with_take: bool) -> TextClause:
+    """Insert the contact's next attempt, numbered after its last; `with_take` (PostgreSQL)
+    first marks the contact in progress in the same statement, and inserts nothing when
+    that update matched nothing."""
+    taken = ""
+    source = ""
+    if with_take:
+        take = _take_contact_query(only_if_due).text
+        taken = f"WITH took AS ({take} RETURNING id) "
+        source = "took, "
+    query = text(
+        f"{taken}INSERT INTO attempts"
+        " (campaign_id, contact_id, number, status, room_name, dialer_id, is_test, claimed_at)"
+        " SELECT :campaign, :contact, next.number, 'dialing',"
+        " :prefix || CAST(next.number AS VARCHAR), :dialer, :is_test, :now"
+        f" FROM {source}(SELECT COALESCE(MAX(number), 0) + 1 AS number"
+        " FROM attempts WHERE contact_id = :contact) AS next"
+        " RETURNING id, number"
     )
-    session.execute(
-        update(Contact)
-        .where(Contact.id == contact_id)
-        .values(status=ContactStatus.IN_PROGRESS.value, due_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    key = inserted.inserted_primary_key  # type: ignore[attr-defined]
-    return NewAttempt(int(key[0]), number, room_name)
+    params: list[BindParameter[Any]] = [
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("is_test", type_=Boolean()),
+    ]
+    if with_take:
+        params.append(bindparam("stamp", type_=UTCDateTime()))
+    return query.bindparams(*params)
 
 
 def claim_next(
@@ -267,48 +352,53 @@ def claim_next(
     One short transaction holds the campaign row: the cap and the shared pacing bucket
     are checked, `window` is evaluated once per zone set (never per contact), one
     indexed probe per open set finds its earliest due contact, and only the row taken
-    is locked. `now` (the injected clock) decides what is due and open; `wall` (real
+    is written. `now` (the injected clock) decides what is due and open; `wall` (real
     epoch seconds) drives the pacing bucket, whose state lives on the campaign row so
     every process shares it. With `clock` (returning `now` and `wall`), both are read
     again once the campaign row is held, so a claim that waited for the lock is counted,
     paced and stamped (`claimed_at`) at the moment it holds the slot.
+
+    The campaign row is held for four statements and the commit (PostgreSQL): its lock;
+    one that counts the calls in flight, probes the open sets and reads the earliest
+    due contact with its DNC listing; one that marks it in progress and writes its
+    attempt; the bucket's update. Every claim waits for that lock, so its length is what
+    bounds the claims per second of all the dialers together.
     """
     with ledger.session() as session:
         _serialise(session)
         # Before the campaign row is locked: other claims need not wait for this part.
         open_sets = [zs for zs, zones in _zone_sets(session) if window.is_open(zones, now)]
-        status, pace_tat = session.execute(
-            select(Campaign.status, Campaign.pace_tat)
-            .where(Campaign.id == campaign)
-            .with_for_update()
-        ).one()
+        lock = _LOCK_CAMPAIGN if ledger.is_postgres else _LOCK_CAMPAIGN_SQLITE
+        status, pace_tat = session.execute(lock, {"campaign": campaign}).one()
         if clock is not None:
             now, wall = clock()
-        in_flight = _in_flight_count(session, campaign)
-        if status != CampaignStatus.ACTIVE.value:
-            return ClaimResult("inactive", status, in_flight)
-        if in_flight >= max_concurrent:
-            return ClaimResult("capped", status, in_flight)
         bucket.tat = pace_tat if pace_tat is not None else -math.inf
         wait = bucket.wait_time(wall)
-        if wait > 0:
+        if status != CampaignStatus.ACTIVE.value or wait > 0:
+            in_flight = _in_flight_count(session, campaign)
+            if status != CampaignStatus.ACTIVE.value:
+                return ClaimResult("inactive", status, in_flight)
+            if in_flight >= max_concurrent:
+                return ClaimResult("capped", status, in_flight)
             return ClaimResult("paced", status, in_flight, wait=wait)
 
-        picked = _take_earliest_due(session, campaign, open_sets, now)
-        if picked is None:
+        in_flight, picked, attempt = _take_earliest_due(
+            session,
+            campaign,
+            open_sets,
+            now=now,
+            cap=max_concurrent,
+            campaign_name=campaign_name,
+            dialer_id=dialer_id,
+            is_test=is_test,
+        )
+        if in_flight >= max_concurrent:
+            return ClaimResult("capped", status, in_flight)
+        if picked is None or attempt is None:
             return ClaimResult("none_due", status, in_flight)
 
         bucket.try_take(wall)
-        session.execute(update(Campaign).where(Campaign.id == campaign).values(pace_tat=bucket.tat))
-        attempt = new_attempt(
-            session,
-            picked.id,
-            campaign,
-            campaign_name=campaign_name,
-            dialer_id=dialer_id,
-            is_test=is_test or picked.is_test,
-            now=now,
-        )
+        session.execute(_PACE, {"campaign": campaign, "tat": bucket.tat, "stamp": utcnow()})
         claimed = Claimed(
             attempt_id=attempt.id,
             number=attempt.number,
@@ -324,7 +414,14 @@ def claim_next(
         return ClaimResult("claimed", status, in_flight + 1, claimed)
 
 
-#: rows one claim may pass over (locked by another writer, or on the DNC list) before
+#: the campaign row, locked for the claim (SQLite: the write lock is held already)
+_LOCK_CAMPAIGN = text("SELECT status, pace_tat FROM campaigns WHERE id = :campaign FOR UPDATE")
+_LOCK_CAMPAIGN_SQLITE = text("SELECT status, pace_tat FROM campaigns WHERE id = :campaign")
+_PACE = text(
+    "UPDATE campaigns SET pace_tat = :tat, updated_at = :stamp WHERE id = :campaign"
+).bindparams(bindparam("stamp", type_=UTCDateTime()))
+
+#: rows one claim may pass over (changed by another writer, or on the DNC list) before
 #: it reports nothing due; the next claim, or `close_dnc_contacts`, carries on
 _MAX_PASSED = 100
 
@@ -335,14 +432,35 @@ def _zone_sets(session: Session) -> list[tuple[int, list[str]]]:
     return [(zs, [str(z) for z in zones or []]) for zs, zones in rows]
 
 
-@lru_cache(maxsize=256)
-def _earliest_due_query(sets: int, passing: bool) -> TextClause:
-    """The earliest due contact over `sets` open zone sets: one probe per set and status.
+_contacts = Contact.__table__.c
+#: what a claim reads: the calls in flight, then the contact it takes (NULLs: none)
+_PICKED_COLUMNS = (
+    column("in_flight", Integer),
+    _contacts.id,
+    _contacts.status,
+    _contacts.is_test,
+    _contacts.due_at,
+    _contacts.e164,
+    _contacts.extension,
+    _contacts.name,
+    _contacts.variables,
+    _contacts.timezones,
+    column("listed", Boolean),
+)
 
-    Each probe is one seek in `ix_contacts_claim`. A pending contact is due from its
-    import on, whatever the clock says (a clock behind the importer's must not hide a
-    sheet); a retry once its time has come. Written as text and cached per shape: built
-    as an expression, this union costs more to assemble than to run.
+
+@lru_cache(maxsize=256)
+def _pick_query(sets: int, passing: bool) -> TextualSelect:
+    """The calls in flight and the earliest due contact of `sets` open zone sets, in one.
+
+    The count runs after the campaign row is locked, so it sees every attempt a claim
+    before this one wrote. The contact is read only when the count is under the cap:
+    one probe per set and status, each one seek in `ix_contacts_claim`. A pending
+    contact is due from its import on, whatever the clock says (a clock behind the
+    importer's must not hide a sheet); a retry once its time has come. Whether its
+    number is on the DNC list comes with it (an anti-join in the probe would mislead
+    PostgreSQL's planner into a full sort). Written as text and cached per shape:
+    built as an expression, this costs more to assemble than to run.
     """
     skip = " AND id NOT IN :passed" if passing else ""
     probes = [
@@ -355,66 +473,75 @@ def _earliest_due_query(sets: int, passing: bool) -> TextClause:
             (ContactStatus.RETRY.value, "due_at <= :now"),
         )
     ]
-    query = text(
-        f"SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1"
+    earliest = (
+        f"(SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1)"
+        if probes
+        else "NULL"
     )
-    params = [bindparam("now", type_=UTCDateTime())]
-    if passing:
+    flying = ", ".join(f"'{s}'" for s in IN_FLIGHT)
+    query = text(
+        "SELECT flying.in_flight, c.id, c.status, c.is_test, c.due_at, c.e164, c.extension,"
+        " c.name, c.variables, c.timezones,"
+        " EXISTS (SELECT 1 FROM dnc WHERE dnc.e164 = c.e164) AS listed"
+        " FROM (SELECT count(*) AS in_flight FROM attempts"
+        f" WHERE campaign_id = :campaign AND status IN ({flying})) AS flying"
+        f" LEFT JOIN contacts AS c ON flying.in_flight < :cap AND c.id = {earliest}"
+    ).columns(*_PICKED_COLUMNS)
+    params = [bindparam("now", type_=UTCDateTime())] if probes else []
+    if passing and probes:
         params.append(bindparam("passed", expanding=True))
     return query.bindparams(*params)
 
 
-#: what a claim reads of the contact it takes
-_CLAIMED_COLUMNS = (
-    Contact.id,
-    Contact.status,
-    Contact.is_test,
-    Contact.due_at,
-    Contact.e164,
-    Contact.extension,
-    Contact.name,
-    Contact.variables,
-    Contact.timezones,
-)
-
-
 def _take_earliest_due(
-    session: Session, campaign: int, open_sets: Sequence[int], now: datetime
-) -> Row[Any] | None:
-    """Lock and return the earliest due contact of the open zone sets, or None.
+    session: Session,
+    campaign: int,
+    open_sets: Sequence[int],
+    *,
+    now: datetime,
+    cap: int,
+    campaign_name: str,
+    dialer_id: str,
+    is_test: bool,
+) -> tuple[int, Row[Any] | None, NewAttempt | None]:
+    """The calls in flight, and the earliest due contact of the open sets with the
+    attempt written for it (None, None: capped, or nothing due).
 
-    The row is locked alone (`SKIP LOCKED`: a row another writer holds is passed
-    over) and its status re-checked; the DNC list is checked on it here, not joined
-    into the probe.
+    Only the row taken is written (and so locked); its update re-checks that it is
+    still due, so a contact another writer changed meanwhile (finalise, cancel) is
+    passed over, as is one on the DNC list (closed here) or a stale due time.
     """
     passed: list[int] = []
-    params: dict[str, Any] = {"campaign": campaign, "now": now}
+    params: dict[str, Any] = {"campaign": campaign, "now": now, "cap": cap}
     params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
-    while open_sets and len(passed) < _MAX_PASSED:
-        query = _earliest_due_query(len(open_sets), bool(passed))
-        found = session.execute(query, {**params, "passed": passed} if passed else params)
-        contact_id = found.scalar()
-        if contact_id is None:
-            return None
-        contact = session.execute(
-            select(*_CLAIMED_COLUMNS)
-            .where(Contact.id == contact_id)
-            .with_for_update(skip_locked=True, of=Contact)
-        ).first()
-        passed.append(contact_id)
-        if contact is None:  # another writer holds it (finalise, cancel): not ours to take
-            continue
-        this = update(Contact).where(Contact.id == contact_id)
-        if contact.status not in DUE_STATUSES or contact.is_test or contact.due_at is None:
+    while True:
+        query = _pick_query(len(open_sets), bool(passed))
+        picked = session.execute(query, {**params, "passed": passed} if passed else params).one()
+        in_flight = int(picked.in_flight)
+        if picked.id is None or len(passed) >= _MAX_PASSED:
+            return in_flight, None, None
+        passed.append(picked.id)
+        this = update(Contact).where(Contact.id == picked.id)
+        if picked.status not in DUE_STATUSES or picked.is_test or picked.due_at is None:
             # a stale due time written around the store: heal it
             session.execute(this.values(due_at=None).execution_options(synchronize_session=False))
             continue
-        if session.scalar(select(DncEntry.e164).where(DncEntry.e164 == contact.e164)):
+        if picked.listed:
             closed = {"status": ContactStatus.DNC.value, "next_attempt_at": None, "due_at": None}
             session.execute(this.values(**closed).execution_options(synchronize_session=False))
             continue
-        return contact
-    return None
+        attempt = new_attempt(
+            session,
+            picked.id,
+            campaign,
+            campaign_name=campaign_name,
+            dialer_id=dialer_id,
+            is_test=is_test,
+            now=now,
+            only_if_due=True,
+        )
+        if attempt is not None:
+            return in_flight, picked, attempt
 
 
 @dataclass(frozen=True)
@@ -619,14 +746,26 @@ def finalise_attempt(
             else Attempt.status != AttemptStatus.DONE.value
         )
         done = session.execute(
-            update(Attempt).where(Attempt.id == attempt_id, guard).values(**values)
-        )
-        if not done.rowcount:  # type: ignore[attr-defined]
+            update(Attempt)
+            .where(Attempt.id == attempt_id, guard)
+            .values(**values)
+            .returning(Attempt.contact_id)
+        ).first()
+        if done is None:
             return None
-        attempt = session.get(Attempt, attempt_id)
-        assert attempt is not None  # the update above matched it
-        contact = session.get(Contact, attempt.contact_id, with_for_update=True)
-        assert contact is not None  # attempts cascade with their contact
+        # Core statements, four in all: the contact is locked with its campaign's status.
+        contact = session.execute(
+            select(
+                Contact.id,
+                Contact.e164,
+                Contact.is_test,
+                Contact.created_at,
+                Campaign.status.label("campaign_status"),
+            )
+            .join(Campaign, Campaign.id == Contact.campaign_id)
+            .where(Contact.id == done.contact_id)
+            .with_for_update(of=Contact)
+        ).one()
         history = session.execute(
             select(Attempt.outcome, func.count())
             .where(Attempt.contact_id == contact.id, Attempt.status == AttemptStatus.DONE.value)
@@ -639,17 +778,24 @@ def finalise_attempt(
             status, next_at = ContactStatus.DNC, None
             if session.get(DncEntry, contact.e164) is None:
                 session.add(DncEntry(e164=contact.e164, source="agent", note="asked on a call"))
-        campaign_state = session.scalar(
-            select(Campaign.status).where(Campaign.id == contact.campaign_id)
-        )
-        if status == ContactStatus.RETRY and campaign_state == CampaignStatus.CANCELLED.value:
+        cancelled = contact.campaign_status == CampaignStatus.CANCELLED.value
+        if status == ContactStatus.RETRY and cancelled:
             status, next_at = ContactStatus.CANCELLED, None
-        contact.status = status.value
-        contact.next_attempt_at = next_at
-        contact.attempts_count = dials
-        contact.last_outcome = outcome.value
+        moved: dict[str, Any] = {
+            "status": status.value,
+            "next_attempt_at": next_at,
+            "attempts_count": dials,
+            "last_outcome": outcome.value,
+            "due_at": due_at_for(status.value, contact.is_test, next_at, contact.created_at),
+        }
         if disposition:
-            contact.disposition = disposition
+            moved["disposition"] = disposition
+        session.execute(
+            update(Contact)
+            .where(Contact.id == contact.id)
+            .values(**moved)
+            .execution_options(synchronize_session=False)
+        )
         return Finalised(outcome, status.value, next_at, dials)
 
 
