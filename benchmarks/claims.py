@@ -15,7 +15,8 @@ first. For each backend and size, in a fresh process (its own peak RSS):
 
 Each claim is released (its contact back to pending) outside the timed part, so the
 ledger stays as built. The baseline is the 10k ledger: the script prints the 1M/10k
-ratio of every figure. Then, on PostgreSQL, 1 (baseline), 2 and 4 processes claim
+ratio of every figure. Then, on PostgreSQL, on a copy of the largest ledger, 1 (baseline), 2
+and 4 processes claim
 at once (large and small caps): total claims/s and the highest in-flight count any
 claim saw. Then `dialer import` of a 1M-row CSV on each backend against
 `dialer check` of the same file (the validation alone), wall time and peak RSS.
@@ -143,7 +144,8 @@ class Postgres:
     def url(self, database: str) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def database(self, name: str, *, fresh: bool = False) -> str:
+    def database(self, name: str, *, fresh: bool = False, copy_of: str | None = None) -> str:
+        """The database's URL, created when missing (`fresh`: again; `copy_of`: as a copy)."""
         import psycopg
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
@@ -153,7 +155,8 @@ class Postgres:
             if exists and fresh:
                 conn.execute(f'DROP DATABASE "{name}"')
             if not exists or fresh:
-                conn.execute(f'CREATE DATABASE "{name}"')
+                template = f' TEMPLATE "{copy_of}"' if copy_of else ""
+                conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
 
     def drop(self, name: str) -> None:
@@ -290,7 +293,8 @@ def claims(url: str, n: int) -> dict[str, Any]:
 
 
 def concurrent_worker(url: str, seconds: float, cap: int, start_at: float) -> dict[str, Any]:
-    """Claim for `seconds` from `start_at`; each call is held 20 ms, then released."""
+    """Claim for `seconds` from `start_at`; each call is held 20 ms, then finalised as a
+    completed call (so every claim takes a fresh contact, as in a real campaign)."""
     from campaign.outcomes import ContactStatus, Outcome
     from campaign.pacing import TokenBucket
     from campaign.store import dialing as store
@@ -308,9 +312,9 @@ def concurrent_worker(url: str, seconds: float, cap: int, start_at: float) -> di
         store.finalise_attempt(
             ledger,
             attempt,
-            outcome=Outcome.CANCELLED,
+            outcome=Outcome.ANSWERED,
             ended_at=now,
-            decide=lambda _o, _d, _s: (ContactStatus.PENDING, None),
+            decide=lambda _o, _d, _s: (ContactStatus.COMPLETED, None),
         )
 
     while time.time() < start_at:
@@ -454,8 +458,17 @@ def claim_table(
 
 
 def concurrency(args: argparse.Namespace, pg: Postgres, size: int) -> None:
-    url = pg.database(f"claims_{label(size).lower()}")
-    print(f"\nPostgreSQL, {label(size)} contacts, all open, each call held 20 ms")
+    # on a copy of the ledger: the calls made here complete their contacts
+    copy = f"claims_{label(size).lower()}_calls"
+    url = pg.database(copy, fresh=True, copy_of=f"claims_{label(size).lower()}")
+    try:
+        concurrent_runs(args, url, size)
+    finally:
+        pg.drop(copy)
+
+
+def concurrent_runs(args: argparse.Namespace, url: str, size: int) -> None:
+    print(f"\nPostgreSQL, {label(size)} contacts, all open, each call held 20 ms then completed")
     print("(baseline: one process; 'highest in flight' is the count each claim saw under lock):")
     print("| processes | cap | claims/s (total) | highest in flight | capped | refused |")
     print("|---:|---:|---:|---:|---:|---:|")

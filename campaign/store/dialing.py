@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal, overload
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     Integer,
     Row,
+    String,
     TextClause,
     TextualSelect,
     bindparam,
@@ -264,35 +265,48 @@ def new_attempt(
 ) -> NewAttempt | None:
     """Write the contact's next attempt row (`dialing`) and mark the contact in progress.
 
-    The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
-    for campaign claims and `dialer call` alike. With `only_if_due` nothing is written
-    (None) unless the contact is still due when its row is updated: a writer that changed
-    it since it was read wins. A claim runs this while it holds the campaign row, so it
-    is one statement on PostgreSQL (a data-modifying CTE) and two on SQLite.
+    For `dialer call`, and for a claim whose contact needed a second look. With
+    `only_if_due` nothing is written (None) unless the contact is still due when its
+    row is updated: a writer that changed it since it was read wins. One statement on
+    PostgreSQL (a data-modifying CTE), two on SQLite.
     """
     params = {
         "contact": contact_id,
         "campaign": campaign_id,
-        "prefix": f"{campaign_name}-{contact_id}-",
+        "campaign_name": campaign_name,
         "dialer": dialer_id,
         "is_test": is_test,
         "now": now,
         "stamp": utcnow(),
     }
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
+    if session.get_bind().dialect.name == "postgresql":
         row = session.execute(_new_attempt_query(only_if_due, True), params).first()
     else:
         took = session.execute(_take_contact_query(only_if_due), params)
         if not took.rowcount:  # type: ignore[attr-defined]
             return None
         row = session.execute(_new_attempt_query(only_if_due, False), params).first()
-    if row is None:
-        return None
-    return NewAttempt(int(row.id), int(row.number), f"{campaign_name}-{contact_id}-{row.number}")
+    return None if row is None else NewAttempt(int(row.id), int(row.number), row.room_name)
 
 
-_STILL_DUE = " AND status IN ('pending', 'retry') AND due_at IS NOT NULL AND is_test = false"
+#: the guard of a claim's update: the contact is still due (no other writer moved it)
+_STILL_DUE = "status IN ('pending', 'retry') AND due_at IS NOT NULL AND is_test = false"
+#: The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
+#: for claims and `dialer call` alike: the next attempt of each contact in `took (id)`.
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts"
+    " (campaign_id, contact_id, number, status, room_name, dialer_id, is_test, claimed_at)"
+    " SELECT :campaign, next.contact_id, next.number, 'dialing', :campaign_name || '-'"
+    " || CAST(next.contact_id AS VARCHAR) || '-' || CAST(next.number AS VARCHAR),"
+    " :dialer, :is_test, :now"
+    " FROM (SELECT took.id AS contact_id, (SELECT COALESCE(MAX(a.number), 0) + 1"
+    " FROM attempts AS a WHERE a.contact_id = took.id) AS number FROM took) AS next"
+    " RETURNING id, number, room_name"
+)
+_ATTEMPT_PARAMS = (
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("is_test", type_=Boolean()),
+)
 
 
 @lru_cache(maxsize=4)
@@ -300,37 +314,21 @@ def _take_contact_query(only_if_due: bool) -> TextClause:
     """Mark the contact in progress (guarded by its still being due, with `only_if_due`)."""
     return text(
         "UPDATE contacts SET status = 'in_progress', due_at = NULL, updated_at = :stamp"
-        f" WHERE id = :contact{_STILL_DUE if only_if_due else ''}"
+        f" WHERE id = :contact{' AND ' + _STILL_DUE if only_if_due else ''}"
     ).bindparams(bindparam("stamp", type_=UTCDateTime()))
 
 
 @lru_cache(maxsize=4)
 def _new_attempt_query(only_if_due: bool, with_take: bool) -> TextClause:
-    """Insert the contact's next attempt, numbered after its last; `with_take` (PostgreSQL)
-    first marks the contact in progress in the same statement, and inserts nothing when
-    that update matched nothing."""
-    taken = ""
-    source = ""
+    """Insert the contact's next attempt; `with_take` (PostgreSQL) first marks the contact
+    in progress in the same statement, and inserts nothing when that matched nothing."""
+    params: tuple[BindParameter[Any], ...] = _ATTEMPT_PARAMS
     if with_take:
-        take = _take_contact_query(only_if_due).text
-        taken = f"WITH took AS ({take} RETURNING id) "
-        source = "took, "
-    query = text(
-        f"{taken}INSERT INTO attempts"
-        " (campaign_id, contact_id, number, status, room_name, dialer_id, is_test, claimed_at)"
-        " SELECT :campaign, :contact, next.number, 'dialing',"
-        " :prefix || CAST(next.number AS VARCHAR), :dialer, :is_test, :now"
-        f" FROM {source}(SELECT COALESCE(MAX(number), 0) + 1 AS number"
-        " FROM attempts WHERE contact_id = :contact) AS next"
-        " RETURNING id, number"
-    )
-    params: list[BindParameter[Any]] = [
-        bindparam("now", type_=UTCDateTime()),
-        bindparam("is_test", type_=Boolean()),
-    ]
-    if with_take:
-        params.append(bindparam("stamp", type_=UTCDateTime()))
-    return query.bindparams(*params)
+        took = f"{_take_contact_query(only_if_due).text} RETURNING id"
+        params = (*_ATTEMPT_PARAMS, bindparam("stamp", type_=UTCDateTime()))
+    else:
+        took = "SELECT :contact AS id"
+    return text(f"WITH took AS ({took}) {_INSERT_ATTEMPT}").bindparams(*params)
 
 
 def claim_next(
@@ -358,11 +356,10 @@ def claim_next(
     again once the campaign row is held, so a claim that waited for the lock is counted,
     paced and stamped (`claimed_at`) at the moment it holds the slot.
 
-    The campaign row is held for four statements and the commit (PostgreSQL): its lock;
-    one that counts the calls in flight, probes the open sets and reads the earliest
-    due contact with its DNC listing; one that marks it in progress and writes its
-    attempt; the bucket's update. Every claim waits for that lock, so its length is what
-    bounds the claims per second of all the dialers together.
+    Every claim waits for the campaign row, so how long one holds it bounds the claims
+    per second of all the dialers together. On PostgreSQL it is held for two statements
+    and the commit: its lock, then one that does the rest (`_claim_query`). On SQLite,
+    whose writers are serial anyway, the same steps are separate statements.
     """
     with ledger.session() as session:
         _serialise(session)
@@ -382,23 +379,39 @@ def claim_next(
                 return ClaimResult("capped", status, in_flight)
             return ClaimResult("paced", status, in_flight, wait=wait)
 
-        in_flight, picked, attempt = _take_earliest_due(
-            session,
-            campaign,
-            open_sets,
-            now=now,
-            cap=max_concurrent,
-            campaign_name=campaign_name,
-            dialer_id=dialer_id,
-            is_test=is_test,
-        )
+        params: dict[str, Any] = {
+            "campaign": campaign,
+            "campaign_name": campaign_name,
+            "dialer": dialer_id,
+            "is_test": is_test,
+            "now": now,
+            "cap": max_concurrent,
+            "stamp": utcnow(),
+        }
+        params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
+        ahead = replace(bucket)
+        ahead.try_take(wall)  # the bucket as it is if this claim is made
+        params["tat"] = ahead.tat
+        picked: Row[Any] | None = None
+        attempt: NewAttempt | None = None
+        second_look = True  # SQLite: step by step
+        if ledger.is_postgres:
+            # One statement: counted, probed, taken, numbered and paced (`_claim_query`).
+            row = session.execute(_claim_query(len(open_sets)), params).one()
+            in_flight = int(row.in_flight)
+            if row.attempt_id is not None:
+                picked = row
+                attempt = NewAttempt(row.attempt_id, row.attempt_number, row.room_name)
+            # a contact read but not taken (DNC, stale, changed meanwhile) needs a second look
+            second_look = row.id is not None and attempt is None
+        if second_look:
+            in_flight, picked, attempt = _take_earliest_due(session, params, len(open_sets))
+            if attempt is not None:
+                session.execute(_PACE, params)
         if in_flight >= max_concurrent:
             return ClaimResult("capped", status, in_flight)
         if picked is None or attempt is None:
             return ClaimResult("none_due", status, in_flight)
-
-        bucket.try_take(wall)
-        session.execute(_PACE, {"campaign": campaign, "tat": bucket.tat, "stamp": utcnow()})
         claimed = Claimed(
             attempt_id=attempt.id,
             number=attempt.number,
@@ -409,8 +422,9 @@ def claim_next(
             variables={str(k): str(v) for k, v in (picked.variables or {}).items()},
             timezones=[str(z) for z in picked.timezones or []],
             room_name=attempt.room_name,
-            is_test=is_test or picked.is_test,
+            is_test=is_test,
         )
+        bucket.tat = ahead.tat
         return ClaimResult("claimed", status, in_flight + 1, claimed)
 
 
@@ -447,19 +461,24 @@ _PICKED_COLUMNS = (
     _contacts.timezones,
     column("listed", Boolean),
 )
+_IN_FLIGHT_SQL = (
+    "SELECT count(*) AS in_flight FROM attempts WHERE campaign_id = :campaign"
+    f" AND status IN ({', '.join(repr(s) for s in IN_FLIGHT)})"
+)
+_CONTACT_SQL = (
+    "c.id, c.status, c.is_test, c.due_at, c.e164, c.extension, c.name, c.variables,"
+    " c.timezones, EXISTS (SELECT 1 FROM dnc WHERE dnc.e164 = c.e164) AS listed"
+)
 
 
-@lru_cache(maxsize=256)
-def _pick_query(sets: int, passing: bool) -> TextualSelect:
-    """The calls in flight and the earliest due contact of `sets` open zone sets, in one.
+def _earliest_due_sql(sets: int, passing: bool) -> str:
+    """The id of the earliest due contact of `sets` open zone sets (NULL: none).
 
-    The count runs after the campaign row is locked, so it sees every attempt a claim
-    before this one wrote. The contact is read only when the count is under the cap:
-    one probe per set and status, each one seek in `ix_contacts_claim`. A pending
+    One probe per set and status, each one seek in `ix_contacts_claim`. A pending
     contact is due from its import on, whatever the clock says (a clock behind the
-    importer's must not hide a sheet); a retry once its time has come. Whether its
-    number is on the DNC list comes with it (an anti-join in the probe would mislead
-    PostgreSQL's planner into a full sort). Written as text and cached per shape:
+    importer's must not hide a sheet); a retry once its time has come. The DNC list
+    is not joined in (an anti-join misleads PostgreSQL's planner into a full sort):
+    the contact's listing is read with it. Written as text and cached per shape:
     built as an expression, this costs more to assemble than to run.
     """
     skip = " AND id NOT IN :passed" if passing else ""
@@ -473,49 +492,78 @@ def _pick_query(sets: int, passing: bool) -> TextualSelect:
             (ContactStatus.RETRY.value, "due_at <= :now"),
         )
     ]
-    earliest = (
-        f"(SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1)"
-        if probes
-        else "NULL"
-    )
-    flying = ", ".join(f"'{s}'" for s in IN_FLIGHT)
-    query = text(
-        "SELECT flying.in_flight, c.id, c.status, c.is_test, c.due_at, c.e164, c.extension,"
-        " c.name, c.variables, c.timezones,"
-        " EXISTS (SELECT 1 FROM dnc WHERE dnc.e164 = c.e164) AS listed"
-        " FROM (SELECT count(*) AS in_flight FROM attempts"
-        f" WHERE campaign_id = :campaign AND status IN ({flying})) AS flying"
-        f" LEFT JOIN contacts AS c ON flying.in_flight < :cap AND c.id = {earliest}"
-    ).columns(*_PICKED_COLUMNS)
-    params = [bindparam("now", type_=UTCDateTime())] if probes else []
-    if passing and probes:
+    if not probes:
+        return "NULL"
+    return f"(SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1)"
+
+
+def _probe_params(sets: int, passing: bool) -> list[BindParameter[Any]]:
+    params = [bindparam("now", type_=UTCDateTime())] if sets else []
+    if passing and sets:
         params.append(bindparam("passed", expanding=True))
-    return query.bindparams(*params)
+    return params
+
+
+@lru_cache(maxsize=256)
+def _claim_query(sets: int) -> TextualSelect:
+    """A whole claim after the campaign row's lock, as one PostgreSQL statement.
+
+    Its snapshot is taken once the lock is held, so the count of calls in flight sees
+    every attempt an earlier claim wrote. Under the cap, the earliest due contact of
+    the open sets is read with its DNC listing; if it is not listed it is marked in
+    progress (guarded: still due), its attempt written and the bucket's new TAT
+    stored. It returns the count, the contact read (if any) and the attempt (if
+    written): a contact read but not taken is for `_take_earliest_due` to look at.
+    """
+    query = text(
+        f"WITH flying AS ({_IN_FLIGHT_SQL}),"
+        f" pick AS (SELECT {_CONTACT_SQL} FROM contacts AS c"
+        f" WHERE c.id = {_earliest_due_sql(sets, False)}"
+        " AND (SELECT in_flight FROM flying) < :cap),"
+        " took AS (UPDATE contacts SET status = 'in_progress', due_at = NULL,"
+        f" updated_at = :stamp WHERE id = (SELECT id FROM pick WHERE NOT listed)"
+        f" AND {_STILL_DUE} RETURNING id),"
+        f" made AS ({_INSERT_ATTEMPT}),"
+        " paced AS (UPDATE campaigns SET pace_tat = :tat, updated_at = :stamp"
+        " WHERE id = :campaign AND EXISTS (SELECT 1 FROM made))"
+        " SELECT flying.in_flight, pick.*, made.id AS attempt_id,"
+        " made.number AS attempt_number, made.room_name"
+        " FROM flying LEFT JOIN pick ON true LEFT JOIN made ON true"
+    ).columns(
+        *_PICKED_COLUMNS,
+        column("attempt_id", Integer),
+        column("attempt_number", Integer),
+        column("room_name", String),
+    )
+    return query.bindparams(
+        *_probe_params(sets, False), *_ATTEMPT_PARAMS, bindparam("stamp", type_=UTCDateTime())
+    )
+
+
+@lru_cache(maxsize=256)
+def _pick_query(sets: int, passing: bool) -> TextualSelect:
+    """The calls in flight and, under the cap, the earliest due contact of the open sets."""
+    query = text(
+        f"SELECT flying.in_flight, {_CONTACT_SQL} FROM ({_IN_FLIGHT_SQL}) AS flying"
+        " LEFT JOIN contacts AS c ON flying.in_flight < :cap"
+        f" AND c.id = {_earliest_due_sql(sets, passing)}"
+    ).columns(*_PICKED_COLUMNS)
+    return query.bindparams(*_probe_params(sets, passing))
 
 
 def _take_earliest_due(
-    session: Session,
-    campaign: int,
-    open_sets: Sequence[int],
-    *,
-    now: datetime,
-    cap: int,
-    campaign_name: str,
-    dialer_id: str,
-    is_test: bool,
+    session: Session, params: dict[str, Any], sets: int
 ) -> tuple[int, Row[Any] | None, NewAttempt | None]:
     """The calls in flight, and the earliest due contact of the open sets with the
-    attempt written for it (None, None: capped, or nothing due).
+    attempt written for it (None, None: capped, or nothing due), step by step.
 
     Only the row taken is written (and so locked); its update re-checks that it is
     still due, so a contact another writer changed meanwhile (finalise, cancel) is
     passed over, as is one on the DNC list (closed here) or a stale due time.
     """
     passed: list[int] = []
-    params: dict[str, Any] = {"campaign": campaign, "now": now, "cap": cap}
-    params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
     while True:
-        query = _pick_query(len(open_sets), bool(passed))
+        query = _pick_query(sets, bool(passed))
         picked = session.execute(query, {**params, "passed": passed} if passed else params).one()
         in_flight = int(picked.in_flight)
         if picked.id is None or len(passed) >= _MAX_PASSED:
@@ -533,11 +581,11 @@ def _take_earliest_due(
         attempt = new_attempt(
             session,
             picked.id,
-            campaign,
-            campaign_name=campaign_name,
-            dialer_id=dialer_id,
-            is_test=is_test,
-            now=now,
+            params["campaign"],
+            campaign_name=params["campaign_name"],
+            dialer_id=params["dialer"],
+            is_test=params["is_test"],
+            now=params["now"],
             only_if_due=True,
         )
         if attempt is not None:
