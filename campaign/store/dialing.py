@@ -5,8 +5,8 @@ engine never holds ORM objects across awaits. The claim is the one place where
 concurrency matters: it serialises on the campaign row (PostgreSQL
 `SELECT ... FOR UPDATE`, SQLite `BEGIN IMMEDIATE`), so the in-flight count, the
 shared pacing bucket and the contact it picks are consistent across every
-dialer process sharing the ledger; candidate contacts are read with
-`FOR UPDATE SKIP LOCKED`.
+dialer process sharing the ledger; the contact taken is written under a guard
+(still due), so a writer that changed it meanwhile wins.
 """
 
 from __future__ import annotations
