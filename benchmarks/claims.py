@@ -15,10 +15,11 @@ first. For each backend and size, in a fresh process (its own peak RSS):
 
 Each claim is released (its contact back to pending) outside the timed part, so the
 ledger stays as built. The baseline is the 10k ledger: the script prints the 1M/10k
-ratio of every figure. Then, on PostgreSQL, 1 (baseline), 2 and 4 processes claim
-at once (large and small caps): total claims/s and the highest in-flight count any
-claim saw. Then `dialer import` of a 1M-row CSV on each backend against
-`dialer check` of the same file (the validation alone), wall time and peak RSS.
+ratio of every figure. Then, on PostgreSQL, on a copy of the largest ledger, 1
+(baseline), 2 and 4 processes claim at once (large and small caps), each call held
+20 ms and then completed: total claims/s and the highest in-flight count any claim
+saw. Then `dialer import` of a 1M-row CSV on each backend against `dialer check` of
+the same file (the validation alone), wall time and peak RSS.
 A refused or failed call is counted and printed, never a traceback.
 """
 
@@ -143,7 +144,8 @@ class Postgres:
     def url(self, database: str) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def database(self, name: str, *, fresh: bool = False) -> str:
+    def database(self, name: str, *, fresh: bool = False, copy_of: str | None = None) -> str:
+        """The database's URL, created when missing (`fresh`: again; `copy_of`: as a copy)."""
         import psycopg
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
@@ -153,7 +155,8 @@ class Postgres:
             if exists and fresh:
                 conn.execute(f'DROP DATABASE "{name}"')
             if not exists or fresh:
-                conn.execute(f'CREATE DATABASE "{name}"')
+                template = f' TEMPLATE "{copy_of}"' if copy_of else ""
+                conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
 
     def drop(self, name: str) -> None:
@@ -289,8 +292,10 @@ def claims(url: str, n: int) -> dict[str, Any]:
     return results
 
 
-def concurrent_worker(url: str, seconds: float, cap: int, start_at: float) -> dict[str, Any]:
-    """Claim for `seconds` from `start_at`; each call is held 20 ms, then released."""
+def concurrent_worker(url: str, seconds: float, cap: int) -> dict[str, Any]:
+    """Say "ready", read the start time, then claim for `seconds` from it; each call is
+    held 20 ms, then finalised as a completed call (so every claim takes a fresh
+    contact, as in a real campaign)."""
     from campaign.outcomes import ContactStatus, Outcome
     from campaign.pacing import TokenBucket
     from campaign.store import dialing as store
@@ -308,11 +313,13 @@ def concurrent_worker(url: str, seconds: float, cap: int, start_at: float) -> di
         store.finalise_attempt(
             ledger,
             attempt,
-            outcome=Outcome.CANCELLED,
+            outcome=Outcome.ANSWERED,
             ended_at=now,
-            decide=lambda _o, _d, _s: (ContactStatus.PENDING, None),
+            decide=lambda _o, _d, _s: (ContactStatus.COMPLETED, None),
         )
 
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline() or "0")
     while time.time() < start_at:
         time.sleep(0.001)
     end = start_at + seconds
@@ -372,7 +379,7 @@ def main() -> None:
         elif kind == "claims":
             answer = claims(rest[0], int(rest[1]))
         else:
-            answer = concurrent_worker(rest[0], float(rest[1]), int(rest[2]), float(rest[3]))
+            answer = concurrent_worker(rest[0], float(rest[1]), int(rest[2]))
         print(json.dumps(answer))
         return
 
@@ -454,28 +461,43 @@ def claim_table(
 
 
 def concurrency(args: argparse.Namespace, pg: Postgres, size: int) -> None:
-    url = pg.database(f"claims_{label(size).lower()}")
-    print(f"\nPostgreSQL, {label(size)} contacts, all open, each call held 20 ms")
+    # on a copy of the ledger: the calls made here complete their contacts
+    copy = f"claims_{label(size).lower()}_calls"
+    url = pg.database(copy, fresh=True, copy_of=f"claims_{label(size).lower()}")
+    try:
+        concurrent_runs(args, url, size)
+    finally:
+        pg.drop(copy)
+
+
+def concurrent_runs(args: argparse.Namespace, url: str, size: int) -> None:
+    print(f"\nPostgreSQL, {label(size)} contacts, all open, each call held 20 ms then completed")
     print("(baseline: one process; 'highest in flight' is the count each claim saw under lock):")
     print("| processes | cap | claims/s (total) | highest in flight | capped | refused |")
     print("|---:|---:|---:|---:|---:|---:|")
     baseline: dict[int, float] = {}
     for cap in (1000, 3):
         for processes in (1, 2, 4):
-            start_at = time.time() + 3.0
-            worker_args = [str(args.seconds), str(cap), str(start_at)]
+            worker_args = [str(args.seconds), str(cap)]
             procs = [
                 subprocess.Popen(
                     [PYTHON, __file__, "--worker", "concurrent", url, *worker_args],
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     cwd=ROOT,
                 )
                 for _ in range(processes)
             ]
+            # Every worker starts at once, after the slowest has connected (a loaded
+            # machine can take seconds to start a Python process).
+            for proc in procs:
+                assert proc.stdout is not None
+                proc.stdout.readline()
+            start_at = f"{time.time() + 0.5}\n".encode()
             answers = []
             for proc in procs:
-                out, err = proc.communicate()
+                out, err = proc.communicate(start_at)
                 try:
                     answers.append(json.loads(out.decode().strip().splitlines()[-1]))
                 except (IndexError, json.JSONDecodeError):

@@ -5,21 +5,36 @@ engine never holds ORM objects across awaits. The claim is the one place where
 concurrency matters: it serialises on the campaign row (PostgreSQL
 `SELECT ... FOR UPDATE`, SQLite `BEGIN IMMEDIATE`), so the in-flight count, the
 shared pacing bucket and the contact it picks are consistent across every
-dialer process sharing the ledger; candidate contacts are read with
-`FOR UPDATE SKIP LOCKED`.
+dialer process sharing the ledger; the contact taken is written under a guard
+(still due), so a writer that changed it meanwhile wins.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
-from sqlalchemy import Row, TextClause, bindparam, case, func, insert, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    Boolean,
+    Integer,
+    Row,
+    String,
+    TextClause,
+    TextualSelect,
+    bindparam,
+    case,
+    column,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from campaign.errors import UserError
@@ -43,6 +58,8 @@ from campaign.store.models import (
     DncEntry,
     UTCDateTime,
     ZoneSet,
+    due_at_for,
+    utcnow,
 )
 from campaign.windows import CallingWindow
 
@@ -207,6 +224,7 @@ class NewAttempt:
     room_name: str
 
 
+@overload
 def new_attempt(
     session: Session,
     contact_id: int,
@@ -216,36 +234,101 @@ def new_attempt(
     dialer_id: str,
     is_test: bool,
     now: datetime,
-) -> NewAttempt:
+    only_if_due: Literal[False] = False,
+) -> NewAttempt: ...
+
+
+@overload
+def new_attempt(
+    session: Session,
+    contact_id: int,
+    campaign_id: int,
+    *,
+    campaign_name: str,
+    dialer_id: str,
+    is_test: bool,
+    now: datetime,
+    only_if_due: bool,
+) -> NewAttempt | None: ...
+
+
+def new_attempt(
+    session: Session,
+    contact_id: int,
+    campaign_id: int,
+    *,
+    campaign_name: str,
+    dialer_id: str,
+    is_test: bool,
+    now: datetime,
+    only_if_due: bool = False,
+) -> NewAttempt | None:
     """Write the contact's next attempt row (`dialing`) and mark the contact in progress.
 
-    The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
-    for campaign claims and `dialer call` alike. Core statements only: a claim runs this
-    while it holds the campaign row.
+    For `dialer call`, and for a claim whose contact needed a second look. With
+    `only_if_due` nothing is written (None) unless the contact is still due when its
+    row is updated: a writer that changed it since it was read wins. One statement on
+    PostgreSQL (a data-modifying CTE), two on SQLite.
     """
-    last = session.scalar(select(func.max(Attempt.number)).where(Attempt.contact_id == contact_id))
-    number = (last or 0) + 1
-    room_name = f"{campaign_name}-{contact_id}-{number}"
-    inserted = session.execute(
-        insert(Attempt).values(
-            campaign_id=campaign_id,
-            contact_id=contact_id,
-            number=number,
-            status=AttemptStatus.DIALING.value,
-            room_name=room_name,
-            dialer_id=dialer_id,
-            is_test=is_test,
-            claimed_at=now,
-        )
-    )
-    session.execute(
-        update(Contact)
-        .where(Contact.id == contact_id)
-        .values(status=ContactStatus.IN_PROGRESS.value, due_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    key = inserted.inserted_primary_key  # type: ignore[attr-defined]
-    return NewAttempt(int(key[0]), number, room_name)
+    params = {
+        "contact": contact_id,
+        "campaign": campaign_id,
+        "campaign_name": campaign_name,
+        "dialer": dialer_id,
+        "is_test": is_test,
+        "now": now,
+        "stamp": utcnow(),
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        row = session.execute(_new_attempt_query(only_if_due, True), params).first()
+    else:
+        took = session.execute(_take_contact_query(only_if_due), params)
+        if not took.rowcount:  # type: ignore[attr-defined]
+            return None
+        row = session.execute(_new_attempt_query(only_if_due, False), params).first()
+    return None if row is None else NewAttempt(int(row.id), int(row.number), row.room_name)
+
+
+#: the guard of a claim's update: the contact is still due (no other writer moved it)
+_STILL_DUE = "status IN ('pending', 'retry') AND due_at IS NOT NULL AND is_test = false"
+#: The one place attempts are numbered and rooms named (`<campaign>-<contact>-<attempt>`),
+#: for claims and `dialer call` alike: the next attempt of each contact in `took (id)`.
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts"
+    " (campaign_id, contact_id, number, status, room_name, dialer_id, is_test, claimed_at)"
+    " SELECT :campaign, next.contact_id, next.number, 'dialing', :campaign_name || '-'"
+    " || CAST(next.contact_id AS VARCHAR) || '-' || CAST(next.number AS VARCHAR),"
+    " :dialer, :is_test, :now"
+    " FROM (SELECT took.id AS contact_id, (SELECT COALESCE(MAX(a.number), 0) + 1"
+    " FROM attempts AS a WHERE a.contact_id = took.id) AS number FROM took) AS next"
+    " RETURNING id, number, room_name"
+)
+_ATTEMPT_PARAMS = (
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("is_test", type_=Boolean()),
+)
+
+
+@lru_cache(maxsize=4)
+def _take_contact_query(only_if_due: bool) -> TextClause:
+    """Mark the contact in progress (guarded by its still being due, with `only_if_due`)."""
+    return text(
+        "UPDATE contacts SET status = 'in_progress', due_at = NULL, updated_at = :stamp"
+        f" WHERE id = :contact{' AND ' + _STILL_DUE if only_if_due else ''}"
+    ).bindparams(bindparam("stamp", type_=UTCDateTime()))
+
+
+@lru_cache(maxsize=4)
+def _new_attempt_query(only_if_due: bool, with_take: bool) -> TextClause:
+    """Insert the contact's next attempt; `with_take` (PostgreSQL) first marks the contact
+    in progress in the same statement, and inserts nothing when that matched nothing."""
+    params: tuple[BindParameter[Any], ...] = _ATTEMPT_PARAMS
+    if with_take:
+        took = f"{_take_contact_query(only_if_due).text} RETURNING id"
+        params = (*_ATTEMPT_PARAMS, bindparam("stamp", type_=UTCDateTime()))
+    else:
+        took = "SELECT :contact AS id"
+    return text(f"WITH took AS ({took}) {_INSERT_ATTEMPT}").bindparams(*params)
 
 
 def claim_next(
@@ -267,48 +350,68 @@ def claim_next(
     One short transaction holds the campaign row: the cap and the shared pacing bucket
     are checked, `window` is evaluated once per zone set (never per contact), one
     indexed probe per open set finds its earliest due contact, and only the row taken
-    is locked. `now` (the injected clock) decides what is due and open; `wall` (real
+    is written. `now` (the injected clock) decides what is due and open; `wall` (real
     epoch seconds) drives the pacing bucket, whose state lives on the campaign row so
     every process shares it. With `clock` (returning `now` and `wall`), both are read
     again once the campaign row is held, so a claim that waited for the lock is counted,
     paced and stamped (`claimed_at`) at the moment it holds the slot.
+
+    Every claim waits for the campaign row, so how long one holds it bounds the claims
+    per second of all the dialers together. On PostgreSQL it is held for two statements
+    and the commit: its lock, then one that does the rest (`_claim_query`). On SQLite,
+    whose writers are serial anyway, the same steps are separate statements.
     """
     with ledger.session() as session:
         _serialise(session)
         # Before the campaign row is locked: other claims need not wait for this part.
         open_sets = [zs for zs, zones in _zone_sets(session) if window.is_open(zones, now)]
-        status, pace_tat = session.execute(
-            select(Campaign.status, Campaign.pace_tat)
-            .where(Campaign.id == campaign)
-            .with_for_update()
-        ).one()
+        lock = _LOCK_CAMPAIGN if ledger.is_postgres else _LOCK_CAMPAIGN_SQLITE
+        status, pace_tat = session.execute(lock, {"campaign": campaign}).one()
         if clock is not None:
             now, wall = clock()
-        in_flight = _in_flight_count(session, campaign)
-        if status != CampaignStatus.ACTIVE.value:
-            return ClaimResult("inactive", status, in_flight)
-        if in_flight >= max_concurrent:
-            return ClaimResult("capped", status, in_flight)
         bucket.tat = pace_tat if pace_tat is not None else -math.inf
         wait = bucket.wait_time(wall)
-        if wait > 0:
+        if status != CampaignStatus.ACTIVE.value or wait > 0:
+            in_flight = _in_flight_count(session, campaign)
+            if status != CampaignStatus.ACTIVE.value:
+                return ClaimResult("inactive", status, in_flight)
+            if in_flight >= max_concurrent:
+                return ClaimResult("capped", status, in_flight)
             return ClaimResult("paced", status, in_flight, wait=wait)
 
-        picked = _take_earliest_due(session, campaign, open_sets, now)
-        if picked is None:
+        params: dict[str, Any] = {
+            "campaign": campaign,
+            "campaign_name": campaign_name,
+            "dialer": dialer_id,
+            "is_test": is_test,
+            "now": now,
+            "cap": max_concurrent,
+            "stamp": utcnow(),
+        }
+        params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
+        ahead = replace(bucket)
+        ahead.try_take(wall)  # the bucket as it is if this claim is made
+        params["tat"] = ahead.tat
+        picked: Row[Any] | None = None
+        attempt: NewAttempt | None = None
+        second_look = True  # SQLite: step by step
+        if ledger.is_postgres:
+            # One statement: counted, probed, taken, numbered and paced (`_claim_query`).
+            row = session.execute(_claim_query(len(open_sets)), params).one()
+            in_flight = int(row.in_flight)
+            if row.attempt_id is not None:
+                picked = row
+                attempt = NewAttempt(row.attempt_id, row.attempt_number, row.room_name)
+            # a contact read but not taken (DNC, stale, changed meanwhile) needs a second look
+            second_look = row.id is not None and attempt is None
+        if second_look:
+            in_flight, picked, attempt = _take_earliest_due(session, params, len(open_sets))
+            if attempt is not None:
+                session.execute(_PACE, params)
+        if in_flight >= max_concurrent:
+            return ClaimResult("capped", status, in_flight)
+        if picked is None or attempt is None:
             return ClaimResult("none_due", status, in_flight)
-
-        bucket.try_take(wall)
-        session.execute(update(Campaign).where(Campaign.id == campaign).values(pace_tat=bucket.tat))
-        attempt = new_attempt(
-            session,
-            picked.id,
-            campaign,
-            campaign_name=campaign_name,
-            dialer_id=dialer_id,
-            is_test=is_test or picked.is_test,
-            now=now,
-        )
         claimed = Claimed(
             attempt_id=attempt.id,
             number=attempt.number,
@@ -319,12 +422,20 @@ def claim_next(
             variables={str(k): str(v) for k, v in (picked.variables or {}).items()},
             timezones=[str(z) for z in picked.timezones or []],
             room_name=attempt.room_name,
-            is_test=is_test or picked.is_test,
+            is_test=is_test,
         )
+        bucket.tat = ahead.tat
         return ClaimResult("claimed", status, in_flight + 1, claimed)
 
 
-#: rows one claim may pass over (locked by another writer, or on the DNC list) before
+#: the campaign row, locked for the claim (SQLite: the write lock is held already)
+_LOCK_CAMPAIGN = text("SELECT status, pace_tat FROM campaigns WHERE id = :campaign FOR UPDATE")
+_LOCK_CAMPAIGN_SQLITE = text("SELECT status, pace_tat FROM campaigns WHERE id = :campaign")
+_PACE = text(
+    "UPDATE campaigns SET pace_tat = :tat, updated_at = :stamp WHERE id = :campaign"
+).bindparams(bindparam("stamp", type_=UTCDateTime()))
+
+#: rows one claim may pass over (changed by another writer, or on the DNC list) before
 #: it reports nothing due; the next claim, or `close_dnc_contacts`, carries on
 _MAX_PASSED = 100
 
@@ -335,14 +446,40 @@ def _zone_sets(session: Session) -> list[tuple[int, list[str]]]:
     return [(zs, [str(z) for z in zones or []]) for zs, zones in rows]
 
 
-@lru_cache(maxsize=256)
-def _earliest_due_query(sets: int, passing: bool) -> TextClause:
-    """The earliest due contact over `sets` open zone sets: one probe per set and status.
+_contacts = Contact.__table__.c
+#: what a claim reads: the calls in flight, then the contact it takes (NULLs: none)
+_PICKED_COLUMNS = (
+    column("in_flight", Integer),
+    _contacts.id,
+    _contacts.status,
+    _contacts.is_test,
+    _contacts.due_at,
+    _contacts.e164,
+    _contacts.extension,
+    _contacts.name,
+    _contacts.variables,
+    _contacts.timezones,
+    column("listed", Boolean),
+)
+_IN_FLIGHT_SQL = (
+    "SELECT count(*) AS in_flight FROM attempts WHERE campaign_id = :campaign"
+    f" AND status IN ({', '.join(repr(s) for s in IN_FLIGHT)})"
+)
+_CONTACT_SQL = (
+    "c.id, c.status, c.is_test, c.due_at, c.e164, c.extension, c.name, c.variables,"
+    " c.timezones, EXISTS (SELECT 1 FROM dnc WHERE dnc.e164 = c.e164) AS listed"
+)
 
-    Each probe is one seek in `ix_contacts_claim`. A pending contact is due from its
-    import on, whatever the clock says (a clock behind the importer's must not hide a
-    sheet); a retry once its time has come. Written as text and cached per shape: built
-    as an expression, this union costs more to assemble than to run.
+
+def _earliest_due_sql(sets: int, passing: bool) -> str:
+    """The id of the earliest due contact of `sets` open zone sets (NULL: none).
+
+    One probe per set and status, each one seek in `ix_contacts_claim`. A pending
+    contact is due from its import on, whatever the clock says (a clock behind the
+    importer's must not hide a sheet); a retry once its time has come. The DNC list
+    is not joined in (an anti-join misleads PostgreSQL's planner into a full sort):
+    the contact's listing is read with it. Written as text and cached per shape:
+    built as an expression, this costs more to assemble than to run.
     """
     skip = " AND id NOT IN :passed" if passing else ""
     probes = [
@@ -355,66 +492,104 @@ def _earliest_due_query(sets: int, passing: bool) -> TextClause:
             (ContactStatus.RETRY.value, "due_at <= :now"),
         )
     ]
-    query = text(
-        f"SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1"
-    )
-    params = [bindparam("now", type_=UTCDateTime())]
-    if passing:
+    if not probes:
+        return "NULL"
+    return f"(SELECT id FROM ({' UNION ALL '.join(probes)}) AS due ORDER BY due_at, id LIMIT 1)"
+
+
+def _probe_params(sets: int, passing: bool) -> list[BindParameter[Any]]:
+    params = [bindparam("now", type_=UTCDateTime())] if sets else []
+    if passing and sets:
         params.append(bindparam("passed", expanding=True))
-    return query.bindparams(*params)
+    return params
 
 
-#: what a claim reads of the contact it takes
-_CLAIMED_COLUMNS = (
-    Contact.id,
-    Contact.status,
-    Contact.is_test,
-    Contact.due_at,
-    Contact.e164,
-    Contact.extension,
-    Contact.name,
-    Contact.variables,
-    Contact.timezones,
-)
+@lru_cache(maxsize=256)
+def _claim_query(sets: int) -> TextualSelect:
+    """A whole claim after the campaign row's lock, as one PostgreSQL statement.
+
+    Its snapshot is taken once the lock is held, so the count of calls in flight sees
+    every attempt an earlier claim wrote. Under the cap, the earliest due contact of
+    the open sets is read with its DNC listing; if it is not listed it is marked in
+    progress (guarded: still due), its attempt written and the bucket's new TAT
+    stored. It returns the count, the contact read (if any) and the attempt (if
+    written): a contact read but not taken is for `_take_earliest_due` to look at.
+    """
+    query = text(
+        f"WITH flying AS ({_IN_FLIGHT_SQL}),"
+        f" pick AS (SELECT {_CONTACT_SQL} FROM contacts AS c"
+        f" WHERE c.id = {_earliest_due_sql(sets, False)}"
+        " AND (SELECT in_flight FROM flying) < :cap),"
+        " took AS (UPDATE contacts SET status = 'in_progress', due_at = NULL,"
+        f" updated_at = :stamp WHERE id = (SELECT id FROM pick WHERE NOT listed)"
+        f" AND {_STILL_DUE} RETURNING id),"
+        f" made AS ({_INSERT_ATTEMPT}),"
+        " paced AS (UPDATE campaigns SET pace_tat = :tat, updated_at = :stamp"
+        " WHERE id = :campaign AND EXISTS (SELECT 1 FROM made))"
+        " SELECT flying.in_flight, pick.*, made.id AS attempt_id,"
+        " made.number AS attempt_number, made.room_name"
+        " FROM flying LEFT JOIN pick ON true LEFT JOIN made ON true"
+    ).columns(
+        *_PICKED_COLUMNS,
+        column("attempt_id", Integer),
+        column("attempt_number", Integer),
+        column("room_name", String),
+    )
+    return query.bindparams(
+        *_probe_params(sets, False), *_ATTEMPT_PARAMS, bindparam("stamp", type_=UTCDateTime())
+    )
+
+
+@lru_cache(maxsize=256)
+def _pick_query(sets: int, passing: bool) -> TextualSelect:
+    """The calls in flight and, under the cap, the earliest due contact of the open sets."""
+    query = text(
+        f"SELECT flying.in_flight, {_CONTACT_SQL} FROM ({_IN_FLIGHT_SQL}) AS flying"
+        " LEFT JOIN contacts AS c ON flying.in_flight < :cap"
+        f" AND c.id = {_earliest_due_sql(sets, passing)}"
+    ).columns(*_PICKED_COLUMNS)
+    return query.bindparams(*_probe_params(sets, passing))
 
 
 def _take_earliest_due(
-    session: Session, campaign: int, open_sets: Sequence[int], now: datetime
-) -> Row[Any] | None:
-    """Lock and return the earliest due contact of the open zone sets, or None.
+    session: Session, params: dict[str, Any], sets: int
+) -> tuple[int, Row[Any] | None, NewAttempt | None]:
+    """The calls in flight, and the earliest due contact of the open sets with the
+    attempt written for it (None, None: capped, or nothing due), step by step.
 
-    The row is locked alone (`SKIP LOCKED`: a row another writer holds is passed
-    over) and its status re-checked; the DNC list is checked on it here, not joined
-    into the probe.
+    Only the row taken is written (and so locked); its update re-checks that it is
+    still due, so a contact another writer changed meanwhile (finalise, cancel) is
+    passed over, as is one on the DNC list (closed here) or a stale due time.
     """
     passed: list[int] = []
-    params: dict[str, Any] = {"campaign": campaign, "now": now}
-    params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
-    while open_sets and len(passed) < _MAX_PASSED:
-        query = _earliest_due_query(len(open_sets), bool(passed))
-        found = session.execute(query, {**params, "passed": passed} if passed else params)
-        contact_id = found.scalar()
-        if contact_id is None:
-            return None
-        contact = session.execute(
-            select(*_CLAIMED_COLUMNS)
-            .where(Contact.id == contact_id)
-            .with_for_update(skip_locked=True, of=Contact)
-        ).first()
-        passed.append(contact_id)
-        if contact is None:  # another writer holds it (finalise, cancel): not ours to take
-            continue
-        this = update(Contact).where(Contact.id == contact_id)
-        if contact.status not in DUE_STATUSES or contact.is_test or contact.due_at is None:
+    while True:
+        query = _pick_query(sets, bool(passed))
+        picked = session.execute(query, {**params, "passed": passed} if passed else params).one()
+        in_flight = int(picked.in_flight)
+        if picked.id is None or len(passed) >= _MAX_PASSED:
+            return in_flight, None, None
+        passed.append(picked.id)
+        this = update(Contact).where(Contact.id == picked.id)
+        if picked.status not in DUE_STATUSES or picked.is_test or picked.due_at is None:
             # a stale due time written around the store: heal it
             session.execute(this.values(due_at=None).execution_options(synchronize_session=False))
             continue
-        if session.scalar(select(DncEntry.e164).where(DncEntry.e164 == contact.e164)):
+        if picked.listed:
             closed = {"status": ContactStatus.DNC.value, "next_attempt_at": None, "due_at": None}
             session.execute(this.values(**closed).execution_options(synchronize_session=False))
             continue
-        return contact
-    return None
+        attempt = new_attempt(
+            session,
+            picked.id,
+            params["campaign"],
+            campaign_name=params["campaign_name"],
+            dialer_id=params["dialer"],
+            is_test=params["is_test"],
+            now=params["now"],
+            only_if_due=True,
+        )
+        if attempt is not None:
+            return in_flight, picked, attempt
 
 
 @dataclass(frozen=True)
@@ -619,14 +794,26 @@ def finalise_attempt(
             else Attempt.status != AttemptStatus.DONE.value
         )
         done = session.execute(
-            update(Attempt).where(Attempt.id == attempt_id, guard).values(**values)
-        )
-        if not done.rowcount:  # type: ignore[attr-defined]
+            update(Attempt)
+            .where(Attempt.id == attempt_id, guard)
+            .values(**values)
+            .returning(Attempt.contact_id)
+        ).first()
+        if done is None:
             return None
-        attempt = session.get(Attempt, attempt_id)
-        assert attempt is not None  # the update above matched it
-        contact = session.get(Contact, attempt.contact_id, with_for_update=True)
-        assert contact is not None  # attempts cascade with their contact
+        # Core statements, four in all: the contact is locked with its campaign's status.
+        contact = session.execute(
+            select(
+                Contact.id,
+                Contact.e164,
+                Contact.is_test,
+                Contact.created_at,
+                Campaign.status.label("campaign_status"),
+            )
+            .join(Campaign, Campaign.id == Contact.campaign_id)
+            .where(Contact.id == done.contact_id)
+            .with_for_update(of=Contact)
+        ).one()
         history = session.execute(
             select(Attempt.outcome, func.count())
             .where(Attempt.contact_id == contact.id, Attempt.status == AttemptStatus.DONE.value)
@@ -639,17 +826,24 @@ def finalise_attempt(
             status, next_at = ContactStatus.DNC, None
             if session.get(DncEntry, contact.e164) is None:
                 session.add(DncEntry(e164=contact.e164, source="agent", note="asked on a call"))
-        campaign_state = session.scalar(
-            select(Campaign.status).where(Campaign.id == contact.campaign_id)
-        )
-        if status == ContactStatus.RETRY and campaign_state == CampaignStatus.CANCELLED.value:
+        cancelled = contact.campaign_status == CampaignStatus.CANCELLED.value
+        if status == ContactStatus.RETRY and cancelled:
             status, next_at = ContactStatus.CANCELLED, None
-        contact.status = status.value
-        contact.next_attempt_at = next_at
-        contact.attempts_count = dials
-        contact.last_outcome = outcome.value
+        moved: dict[str, Any] = {
+            "status": status.value,
+            "next_attempt_at": next_at,
+            "attempts_count": dials,
+            "last_outcome": outcome.value,
+            "due_at": due_at_for(status.value, contact.is_test, next_at, contact.created_at),
+        }
         if disposition:
-            contact.disposition = disposition
+            moved["disposition"] = disposition
+        session.execute(
+            update(Contact)
+            .where(Contact.id == contact.id)
+            .values(**moved)
+            .execution_options(synchronize_session=False)
+        )
         return Finalised(outcome, status.value, next_at, dials)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +32,9 @@ log = logging.getLogger(__name__)
 
 _BATCH = 5_000
 _SQLITE_IMPORT_CACHE_KIB = 256 * 1024
-#: what an import writes of each new contact, in `_bulk_insert` tuple order
+#: what an import writes of each new contact, in the order `new_contacts` yields them
+#: (the columns every new contact shares are the import's constants)
 _CONTACT_COLUMNS = (
-    "campaign_id",
     "e164",
     "raw_phone",
     "extension",
@@ -41,14 +42,7 @@ _CONTACT_COLUMNS = (
     "timezones",
     "zone_set_id",
     "variables",
-    "source",
     "source_row",
-    "status",
-    "attempts_count",
-    "is_test",
-    "due_at",
-    "created_at",
-    "updated_at",
 )
 #: the reason a sheet's duplicate rows are stored under in `rejections`
 DUPLICATE_REASON = "duplicate"
@@ -121,74 +115,139 @@ def _insert_ignoring_conflicts(session: Session, table: Any, rows: list[dict[str
 
 
 def _bulk_insert(
-    session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    session: Session,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    constants: dict[str, Any],
 ) -> None:
-    """Stream rows (tuples in `columns` order) into `table` through the driver's bulk path,
-    skipping any that a concurrent import wrote first (unique keys), in this transaction.
+    """Stream rows (tuples in `columns` order, plus `constants`, the values every row
+    shares) into `table` through the driver's bulk path, in this transaction, skipping
+    any that a concurrent import wrote first (unique keys).
 
-    SQLite: `executemany` of `INSERT ... ON CONFLICT DO NOTHING`, values bound through the
-    columns' own types. PostgreSQL: `COPY` into a temporary table, then one
-    `INSERT ... SELECT ... ON CONFLICT DO NOTHING`.
+    Values are converted for the driver once where they can be: the constants once per
+    import, a JSON value shared by many rows (a tuple: a zone list) once per value.
+    SQLite: `executemany` of `INSERT ... ON CONFLICT DO NOTHING`, values bound through
+    the columns' own types. PostgreSQL: `COPY` straight into the table, a batch at a
+    time under a savepoint; a batch that meets a row written meanwhile is copied again
+    into a temporary table and inserted from it with `ON CONFLICT DO NOTHING`.
     """
     connection = session.connection()
     dialect = connection.dialect
-    names = ", ".join(columns)
+    names = ", ".join([*columns, *constants])
     driver: Any = connection.connection.driver_connection
     if dialect.name == "postgresql":
-        from psycopg.types.json import Json
-
-        staging = f"staging_{table.name}"
-        json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
-        with driver.cursor() as cursor:
-            cursor.execute(
-                f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS"
-                f" SELECT {names} FROM {table.name} WITH NO DATA"
-            )
-            # Rows are pulled between COPYs, so producing them may query this connection.
-            for batch in _batches(rows):
-                with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
-                    for values in batch:
-                        for i in json_at:
-                            values[i] = Json(values[i])
-                        copy.write_row(values)
-            cursor.execute(
-                f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging}"
-                " ON CONFLICT DO NOTHING"
-            )
-            cursor.execute(f"DROP TABLE {staging}")
+        fixed = tuple(_copy_value(table, c, v) for c, v in constants.items())
+        json_only = {c: _copy_json for c in columns if _is_json(table, c)}
+        prepared = _converted(columns, rows, fixed, json_only.get)
+        _copy_rows(driver, table.name, names, prepared)
         return
+
     # the dialect's own form of each type, exactly as the ORM writes it
-    binds = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-    processed = [(i, bind) for i, bind in enumerate(binds) if bind is not None]
-    # Rows share objects (the import's moment, a zone list): bind each one once.
-    done: dict[int, tuple[Any, Any]] = {}
+    def bind(column: str) -> Callable[[Any], Any] | None:
+        processor: Callable[[Any], Any] | None
+        processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+        return processor
+
+    fixed = tuple((bind(c) or (lambda v: v))(v) for c, v in constants.items())
+    prepared = _converted(columns, rows, fixed, bind)
     # A bigger page cache for this connection while it builds the indexes.
     connection.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_IMPORT_CACHE_KIB}")
-    placeholders = ", ".join("?" for _ in columns)
+    placeholders = ", ".join("?" for _ in range(len(columns) + len(constants)))
     statement = f"INSERT INTO {table.name} ({names}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
     cursor = driver.cursor()
     try:
-        for batch in _batches(rows):
-            for values in batch:
-                for i, bind in processed:
-                    raw = values[i]
-                    seen = done.get(id(raw))
-                    if seen is None or seen[0] is not raw:
-                        seen = (raw, bind(raw))
-                        if not isinstance(raw, dict):  # a row's own variables
-                            done[id(raw)] = seen
-                    values[i] = seen[1]
+        for batch in _batches(prepared):
             cursor.executemany(statement, batch)
     finally:
         cursor.close()
         connection.exec_driver_sql("PRAGMA cache_size = -2000")  # SQLite's default
 
 
-def _batches(rows: Iterable[Sequence[Any]]) -> Iterator[list[list[Any]]]:
-    """Rows as lists, `_BATCH` at a time (the whole sheet is never held twice)."""
-    batch: list[list[Any]] = []
+def _converted(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    fixed: tuple[Any, ...],
+    converter: Callable[[str], Callable[[Any], Any] | None],
+) -> Iterator[tuple[Any, ...]]:
+    """Each row with its values converted (`converter(column)`, None: as it is) and the
+    converted constants appended. A tuple (a zone list many rows share) is converted
+    once per distinct value."""
+    converting = [
+        (i, convert) for i, c in enumerate(columns) if (convert := converter(c)) is not None
+    ]
+    shared: dict[Any, Any] = {}
     for row in rows:
-        batch.append(list(row))
+        values = list(row)
+        for i, convert in converting:
+            raw = values[i]
+            if isinstance(raw, tuple):
+                done = shared.get(raw)
+                if done is None:
+                    done = shared[raw] = convert(raw)
+                values[i] = done
+            elif raw is not None:
+                values[i] = convert(raw)
+        yield (*values, *fixed)
+
+
+def _is_json(table: Table, column: str) -> bool:
+    return isinstance(table.c[column].type, JSON)
+
+
+def _copy_json(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _copy_value(table: Table, column: str, value: Any) -> Any:
+    """A constant as `COPY` takes it (JSON as its text; the rest psycopg adapts)."""
+    if value is not None and _is_json(table, column):
+        return _copy_json(value)
+    return value
+
+
+def _copy_rows(driver: Any, table: str, names: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """`COPY` the rows into `table` a batch at a time, each under a savepoint: a batch
+    holding a row a concurrent writer wrote first goes through a temporary table and
+    `INSERT ... ON CONFLICT DO NOTHING` instead."""
+    from psycopg.errors import UniqueViolation
+
+    staging = f"staging_{table}"
+    staged = False
+    with driver.cursor() as cursor:
+        # Rows are pulled between COPYs, so producing them may query this connection.
+        for batch in _batches(rows):
+            try:
+                with (
+                    driver.transaction(),
+                    cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
+                ):
+                    for values in batch:
+                        copy.write_row(values)
+                continue
+            except UniqueViolation:
+                pass
+            if not staged:
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS"
+                    f" SELECT {names} FROM {table} WITH NO DATA"
+                )
+                staged = True
+            with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+                for values in batch:
+                    copy.write_row(values)
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging}"
+                " ON CONFLICT DO NOTHING"
+            )
+            cursor.execute(f"TRUNCATE {staging}")
+
+
+def _batches(rows: Iterable[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows `_BATCH` at a time (the whole sheet is never held twice)."""
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        batch.append(row)
         if len(batch) >= _BATCH:
             yield batch
             batch = []
@@ -244,8 +303,8 @@ def import_contacts(
         now = utcnow()
         rejections: list[dict[str, Any]] = []
         counts = {"new": 0, "already": 0, "dnc": 0}
-        zone_sets: dict[tuple[str, ...], int] = {}
-        zone_lists: dict[tuple[str, ...], list[str]] = {}
+        #: a contact's zones as the sheet gives them -> (as stored, its zone set's id)
+        zoned: dict[tuple[str, ...], tuple[tuple[str, ...], int]] = {}
 
         def new_contacts() -> Iterator[tuple[Any, ...]]:
             # Streamed: each accepted row becomes one tuple on its way to the driver.
@@ -270,31 +329,35 @@ def import_contacts(
                     counts["already"] += 1
                     continue
                 existing.add(contact.e164)
-                key = zone_key(contact.timezones)
-                if key not in zone_sets:
-                    zone_sets.update(zone_set_ids(session, [key]))
-                zones = zone_lists.setdefault(tuple(contact.timezones), list(contact.timezones))
+                zones = tuple(contact.timezones)
+                found = zoned.get(zones)
+                if found is None:
+                    key = zone_key(zones)
+                    found = zoned[zones] = (zones, zone_set_ids(session, [key])[key])
                 counts["new"] += 1
                 yield (
-                    campaign.id,
                     contact.e164,
                     contact.raw,
                     contact.extension,
                     contact.name[:200] if contact.name else None,
-                    zones,
-                    zone_sets[key],
+                    found[0],
+                    found[1],
                     contact.variables,
-                    source,
                     contact.row,
-                    ContactStatus.PENDING.value,
-                    0,
-                    False,
-                    now,  # due since its import
-                    now,
-                    now,
                 )
 
-        _bulk_insert(session, cast(Table, Contact.__table__), _CONTACT_COLUMNS, new_contacts())
+        constants = {
+            "campaign_id": campaign.id,
+            "source": source,
+            "status": ContactStatus.PENDING.value,
+            "attempts_count": 0,
+            "is_test": False,
+            "due_at": now,  # due since its import
+            "created_at": now,
+            "updated_at": now,
+        }
+        contacts = cast(Table, Contact.__table__)
+        _bulk_insert(session, contacts, _CONTACT_COLUMNS, new_contacts(), constants)
         already, dnc_now = counts["already"], counts["dnc"]
         for rejected in result.rejected:
             rejections.append(

@@ -458,7 +458,7 @@ def test_a_hung_livekit_times_out_per_request() -> None:
 
 #: the write, by the statement that makes it
 WRITES = {
-    "claim": r"^INSERT INTO attempts",
+    "claim": r"INSERT INTO attempts",  # inside the claim's one statement (CTE)
     "dial started": r"^UPDATE attempts SET dial_started_at",
     "answered": r"^UPDATE attempts SET status=\S+, answered_at",
     "finalise": r"^UPDATE attempts SET status=\S+, outcome",

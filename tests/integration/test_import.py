@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -165,3 +166,39 @@ def test_dnc_entries_remove_and_counts(any_ledger_url: str, tmp_path: Path) -> N
     assert (counts.name, counts.region, counts.contacts) == ("spring", "US", 1)
     assert counts.by_status == {"pending": 1}
     assert counts.rejections == 3  # duplicate, unparseable, do_not_call
+
+
+def test_numbers_a_concurrent_import_wrote_first_are_skipped(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL copies straight into the table; a batch that meets a number another
+    import committed after this one read the campaign's numbers goes the slow way."""
+    ledger = open_ledger(postgres_url)
+    first = validate_sheet(
+        write(tmp_path / "a.csv", "Phone\n212-555-0187\n415-555-2671\n"), region="US"
+    )
+    second = validate_sheet(
+        write(tmp_path / "b.csv", "Phone\n650-555-0100\n415-555-2671\n305-555-0199\n"),
+        region="US",
+    )
+    with ledger.session() as session:
+        store.get_or_create_campaign(session, "spring", "US")
+    resolve = store.zone_set_ids
+    meanwhile: list[store.ImportSummary] = []
+    started: list[bool] = []
+
+    def zone_set_ids_after_the_other_import(session: Any, keys: Any) -> Any:
+        if not started:  # the second import has read the campaign's numbers by now
+            started.append(True)
+            other = open_ledger(postgres_url, migrate=False)
+            meanwhile.append(store.import_contacts(other, "spring", first, "a.csv"))
+            other.dispose()
+        return resolve(session, keys)
+
+    monkeypatch.setattr(store, "zone_set_ids", zone_set_ids_after_the_other_import)
+    store.import_contacts(ledger, "spring", second, "b.csv")
+    assert meanwhile and meanwhile[0].new == 2
+    numbers = [c.e164 for c in contacts(postgres_url, "spring")]
+    assert sorted(numbers) == ["+12125550187", "+13055550199", "+14155552671", "+16505550100"]
+    again = store.import_contacts(ledger, "spring", second, "b.csv")
+    assert (again.new, again.already_present) == (0, 3)
