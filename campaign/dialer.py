@@ -437,9 +437,11 @@ class Dialer:
                 continue
             if result.claimed is not None:
                 # The token was taken at `wall` or later, so the next is due an interval
-                # after it, less what the burst allows.
+                # after it, less what the burst allows; the claim left the shared bucket's
+                # state in `bucket`, which may say later.
                 bucket = self._bucket
-                self._no_token_before = wall + bucket.interval * (2 - bucket.burst)
+                soonest = max(bucket.interval * (2 - bucket.burst), bucket.wait_time(wall))
+                self._no_token_before = wall + soonest
                 self.stats.claimed += 1
                 self.stats.state = "dialing"
                 self._active.add(result.claimed.attempt_id)

@@ -529,14 +529,14 @@ class Telephony:
         """Look until an agent participant is in the room; False after `timeout` seconds.
 
         The first look comes when agents lately took to join (`_JoinTimes`), or after
-        `poll` while none was seen yet; the pause between the next looks grows from
-        `poll` to four times it. So a join is mostly seen in one look, soon after it.
+        `poll` while none was seen yet; the pause between the next looks starts at half
+        that time (at least `poll`) and grows. So a join is mostly seen in one look, and
+        a slow one in a few, however slow the workers are today.
         """
         deadline = time.monotonic() + timeout
         request = api.ListParticipantsRequest(room=room)
-        typical = self._joins.typical
-        wait = poll if typical is None else typical * 1.2
-        pause = poll
+        typical = self._joins.typical or poll
+        wait, pause, longest = typical * 1.2, max(poll, typical / 2), max(poll * 4, typical * 2)
         while True:
             await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             listing = await self._call(
@@ -548,7 +548,7 @@ class Telephony:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            wait, pause = pause, min(pause * 1.5, poll * 4)
+            wait, pause = pause, min(pause * 1.5, longest)
 
     async def dial(
         self,
