@@ -9,20 +9,23 @@ providers), which this script starts and stops. Two measurements in one run:
 - baseline: a bare asyncio loop calling `create_sip_participant` at the same rate,
   to the same phone, with no ledger, room, dispatch or agent.
 
-CPU time is this process's (the agent worker and LiveKit are other processes).
+CPU time is this process's (the agent worker and LiveKit are other processes). The
+dialer's LiveKit requests and ledger calls per call, over the same span, say where it
+goes.
 
-    .venv/bin/python benchmarks/dialer.py [--seconds 60] [--cps 2]
+    .venv/bin/python benchmarks/dialer.py [--seconds 60] [--cps 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from livekit import api
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from campaign.campaign_file import parse_campaign  # noqa: E402
 from campaign.dialer import Dialer, RunOptions  # noqa: E402
+from campaign.errors import UserError  # noqa: E402
 from campaign.store import Attempt, Contact, open_ledger  # noqa: E402
 from campaign.store import dialing as store  # noqa: E402
 from campaign.telephony import Telephony  # noqa: E402
@@ -48,10 +52,23 @@ def devstack_env() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+@dataclass
+class Measured:
+    calls: int  #: dials placed (the dialer) or calls started (the baseline)
+    span: float  #: seconds from the first to the last
+    cpu: float  #: CPU seconds from the first call on
+    requests: Counter[str] = field(default_factory=Counter)  #: LiveKit requests, by name
+    ledger: Counter[str] = field(default_factory=Counter)  #: ledger calls, by store function
+    errors: Counter[str] = field(default_factory=Counter)  #: refused calls, by error
+
+    def per_call(self, counts: Counter[str]) -> float:
+        return sum(counts.values()) / max(self.calls - 1, 1)
+
+
 async def run_dialer(
     env: dict[str, str], db_url: str, agent: str, seconds: float, cps: float
-) -> tuple[int, float, float]:
-    """(dials, span of dial timestamps in seconds, CPU seconds) for the real engine."""
+) -> Measured:
+    """Dials, their span, CPU and what the engine asked of LiveKit and the ledger."""
     ledger = open_ledger(db_url)
     contacts = min(600, int(seconds * cps * 1.5) + 10)
     config = parse_campaign(
@@ -96,28 +113,35 @@ async def run_dialer(
         while not dialer.stats.dials and time.monotonic() - start < seconds:
             await asyncio.sleep(0.01)
         cpu0 = time.process_time()
+        requests0, ledger_calls0 = Counter(tel.requests), Counter(dialer.db.calls)
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
         dialer.drain()
-        await runner
+        errors: Counter[str] = Counter()
+        try:
+            await runner
+        except UserError as exc:  # LiveKit or the ledger refused: recorded, not raised
+            errors[str(exc)] += 1
         cpu = time.process_time() - cpu0
         elapsed = time.monotonic() - start
+        requests, ledger_calls = tel.requests - requests0, dialer.db.calls - ledger_calls0
     with ledger.session() as session:
         started = sorted(
             t for t in session.scalars(select(Attempt.dial_started_at)) if t is not None
         )
     ledger.dispose()
     span = (started[-1] - started[0]).total_seconds() if len(started) > 1 else elapsed
-    return len(started), span, cpu
+    return Measured(len(started), span, cpu, requests, ledger_calls, errors)
 
 
-async def run_baseline(env: dict[str, str], seconds: float, cps: float) -> tuple[int, float, float]:
-    """(calls, span in seconds, CPU seconds) for a bare create_sip_participant loop."""
+async def run_baseline(env: dict[str, str], seconds: float, cps: float) -> Measured:
+    """Calls, their span and CPU for a bare create_sip_participant loop."""
     lk = api.LiveKitAPI(
         env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"], failover=False
     )
     interval = 1.0 / cps
     stamps: list[float] = []
     pending: set[asyncio.Task[None]] = set()
+    errors: Counter[str] = Counter()
 
     async def one(i: int) -> None:
         request = api.CreateSIPParticipantRequest(
@@ -127,8 +151,12 @@ async def run_baseline(env: dict[str, str], seconds: float, cps: float) -> tuple
             participant_identity="callee",
             wait_until_answered=True,
         )
-        with contextlib.suppress(api.TwirpError):  # 486 Busy Here is the expected answer
+        try:
             await lk.sip.create_sip_participant(request)
+        except api.SipCallError:
+            pass  # 486 Busy Here is the expected answer
+        except Exception as exc:  # refused or unreachable: recorded, not raised
+            errors[type(exc).__name__] += 1
 
     cpu0 = 0.0
     start = time.monotonic()
@@ -146,7 +174,23 @@ async def run_baseline(env: dict[str, str], seconds: float, cps: float) -> tuple
         await asyncio.wait(pending, timeout=30)
     cpu = time.process_time() - cpu0
     await lk.aclose()
-    return len(stamps), stamps[-1] - stamps[0], cpu
+    calls = len(stamps)
+    return Measured(
+        calls, stamps[-1] - stamps[0], cpu, Counter(CreateSIPParticipant=calls - 1), errors=errors
+    )
+
+
+def _rate(m: Measured) -> float:
+    return (m.calls - 1) / m.span if m.calls > 1 and m.span > 0 else 0.0
+
+
+def _cpu_ms(m: Measured) -> float:
+    # CPU was measured from the first call on: it covers the calls after it.
+    return m.cpu / max(m.calls - 1, 1) * 1000
+
+
+def _each(m: Measured, counts: Counter[str]) -> str:
+    return ", ".join(f"{name} {n / max(m.calls - 1, 1):.2f}" for name, n in counts.most_common())
 
 
 def main() -> None:
@@ -160,24 +204,29 @@ def main() -> None:
     db_url = f"sqlite:///{tmp / 'ledger.db'}"
     open_ledger(db_url).dispose()
     with start_agent_worker(database_url=db_url, env=env) as worker:
-        dials, span, cpu = asyncio.run(
-            run_dialer(env, db_url, worker.agent_name, args.seconds, args.cps)
-        )
-    base_calls, base_span, base_cpu = asyncio.run(run_baseline(env, args.seconds, args.cps))
-    rate = (dials - 1) / span if dials > 1 else 0.0
-    base_rate = (base_calls - 1) / base_span if base_calls > 1 else 0.0
-    # CPU was measured from the first call on: it covers the calls after it.
-    per_call = cpu / max(dials - 1, 1) * 1000
-    base_per_call = base_cpu / max(base_calls - 1, 1) * 1000
+        dialer = asyncio.run(run_dialer(env, db_url, worker.agent_name, args.seconds, args.cps))
+    base = asyncio.run(run_baseline(env, args.seconds, args.cps))
+    rate, base_rate = _rate(dialer), _rate(base)
+    per_call, base_per_call = _cpu_ms(dialer), _cpu_ms(base)
     rate_ratio = rate / base_rate if base_rate else 0.0
     cpu_ratio = per_call / base_per_call if base_per_call else 0.0
     print(f"configured rate  {args.cps:.2f} calls/s over {args.seconds:.0f} s")
-    print(f"dialer     {rate:.3f} calls/s achieved ({dials} dials), {per_call:.2f} ms CPU/call")
     print(
-        f"baseline   {base_rate:.3f} calls/s achieved ({base_calls}),"
-        f" {base_per_call:.2f} ms CPU/call"
+        f"dialer     {rate:.3f} calls/s achieved ({dialer.calls} dials),"
+        f" {per_call:.2f} ms CPU/call,"
+        f" {dialer.per_call(dialer.requests):.2f} LiveKit requests"
+        f" and {dialer.per_call(dialer.ledger):.2f} ledger calls per call"
+    )
+    print(
+        f"baseline   {base_rate:.3f} calls/s achieved ({base.calls}),"
+        f" {base_per_call:.2f} ms CPU/call, {base.per_call(base.requests):.2f} requests per call"
     )
     print(f"ratio      rate {rate_ratio:.3f}x the baseline, CPU per call {cpu_ratio:.1f}x")
+    print(f"dialer's requests per call      {_each(dialer, dialer.requests)}")
+    print(f"dialer's ledger calls per call  {_each(dialer, dialer.ledger)}")
+    for which, m in (("dialer", dialer), ("baseline", base)):
+        for error, n in m.errors.most_common():
+            print(f"{which} refused {n}x: {error}")
     print(f"ledger in {tmp}")
 
 

@@ -5,10 +5,11 @@ counts the campaign's in-flight attempts and draws from its shared pacing bucket
 so caps hold across processes), and runs each attempt as a task:
 
 1. the attempt row is already committed (`dialing`) by the claim;
-2. create the room and explicitly dispatch the agent with the `DialRequest`;
+2. create the room with the agent's dispatch (the `DialRequest`) in one request;
 3. wait, bounded, for the agent; with no agent, do not dial (`agent_unavailable`);
-4. check the DNC list, the calling hours and this dialer's lease once more, mark
-   the dial started, then `CreateSIPParticipant` (wait until answered);
+4. check the calling hours and this dialer's lease once more, mark the dial started
+   unless the number joined the DNC list (one guarded update), then
+   `CreateSIPParticipant` (wait until answered);
 5. a SIP final response is committed (the attempt finalised) before the room is
    deleted; an answer is committed before anything else, and the call is watched
    until its room is gone (the concurrency slot is held until then);
@@ -101,6 +102,9 @@ class RunOptions:
     max_wait: float = 900.0
     #: how often a call's room is polled while the slot is held
     poll_interval: float = 1.0
+    #: how often while the call is merely in progress (callee on the line, the agent
+    #: there and beating); None: twice `poll_interval`. Anything amiss: `poll_interval`.
+    in_call_poll_interval: float | None = None
     #: the longest pause between looks at a room while LiveKit does not answer
     watch_backoff_max: float = 5.0
     #: how long the agent gets to write its call record after the room is gone
@@ -126,6 +130,10 @@ class RunOptions:
     ledger_patience: float = 60.0
     ledger_retry: LedgerRetry = field(default_factory=LedgerRetry)
     dialer_id: str = field(default_factory=new_dialer_id)
+
+    @property
+    def in_call_pause(self) -> float:
+        return self.in_call_poll_interval or 2 * self.poll_interval
 
 
 @dataclass
@@ -288,6 +296,9 @@ class Dialer:
         self._hung_up = asyncio.Event()
         #: monotonic time of the last renewal of this dialer's lease
         self._renewed = 0.0
+        #: the shared bucket holds no token before this wall time, as far as this
+        #: process knows (it took the last one, or a claim said so): no claim till then
+        self._no_token_before = 0.0
         #: LiveKit answered once in this run (before that, a fault ends the run)
         self._reached = False
         #: a fault of LiveKit that a one-off call reports to its caller
@@ -399,6 +410,11 @@ class Dialer:
             if not self._reached:
                 await self.tel.check_access()
                 self._reached = True
+            wall = self.wall()
+            if wall < self._no_token_before:
+                # A claim now could only answer "paced"; a call ending wakes this early.
+                await self._idle(min(self._no_token_before - wall, 1.0))
+                continue
 
             try:
                 result = await self.db(
@@ -407,7 +423,7 @@ class Dialer:
                     campaign_name=config.name,
                     dialer_id=opts.dialer_id,
                     now=now,
-                    wall=self.wall(),
+                    wall=wall,
                     max_concurrent=config.max_concurrent_calls,
                     bucket=self._bucket,
                     window=self.window,
@@ -420,6 +436,12 @@ class Dialer:
                 await self._idle(opts.heartbeat)
                 continue
             if result.claimed is not None:
+                # The token was taken at `wall` or later, so the next is due an interval
+                # after it, less what the burst allows; the claim left the shared bucket's
+                # state in `bucket`, which may say later.
+                bucket = self._bucket
+                soonest = max(bucket.interval * (2 - bucket.burst), bucket.wait_time(wall))
+                self._no_token_before = wall + soonest
                 self.stats.claimed += 1
                 self.stats.state = "dialing"
                 self._active.add(result.claimed.attempt_id)
@@ -441,6 +463,7 @@ class Dialer:
                 # jitter, so a process whose own call ended does not always win it.
                 await self._idle(0.2 + random.random() * 0.1)
             elif result.reason == "paced":
+                self._no_token_before = wall + result.wait
                 await self._idle(result.wait)
             elif not await self._wait_for_due(now):
                 return
@@ -678,9 +701,10 @@ class Dialer:
                 c.room_name,
                 empty_timeout=int(config.agent_join_timeout + config.ringing_timeout + 30),
                 departure_timeout=2,
+                agent_name=config.agent_name,
+                agent_metadata=request.model_dump_json(),
             )
             call.phase = "waiting for agent"
-            await self.tel.dispatch_agent(c.room_name, config.agent_name, request.model_dump_json())
             joined = await self._unless_hung_up(
                 self.tel.wait_for_agent(c.room_name, config.agent_join_timeout)
             )
@@ -700,17 +724,22 @@ class Dialer:
             return
         self.agents.success()
 
-        # Last checks, right before the phone rings.
-        blocked = await self._blocked(c)
+        # Last checks, right before the phone rings; the DNC list is read in the same
+        # guarded update that marks the dial started.
+        blocked = self._blocked(c)
+        started = self.clock()
+        if blocked is None:
+            start = await self.db(store.start_dial, c.attempt_id, c.e164, started)
+            if start == "on_dnc_list":
+                blocked = Outcome.DO_NOT_CALL, "on the do-not-call list at dial time"
+            elif start == "taken":
+                # Reconciled by a dialer that judged this one gone; it deletes the room.
+                logger.warning("attempt %d was reconciled elsewhere; not dialing", c.attempt_id)
+                return
         if blocked is not None:
             outcome, reason = blocked
             if await self._settle_undialed(c.attempt_id, c.timezones, outcome, reason):
                 await self._delete_quietly(c.room_name)
-            return
-        started = self.clock()
-        if not await self.db(store.mark_dial_started, c.attempt_id, started):
-            # Reconciled by a dialer that judged this one gone; it deletes the room.
-            logger.warning("attempt %d was reconciled elsewhere; not dialing", c.attempt_id)
             return
         self.stats.dials.append(time.monotonic())
         call.phase = "ringing"
@@ -772,7 +801,9 @@ class Dialer:
         except SQLAlchemyError as exc:
             # Not a reason to hang up: the final write carries the answer time too.
             logger.warning("attempt %d: cannot record the answer yet: %s", c.attempt_id, exc)
-        watched = await self._watch(c.room_name, ringing_until=time.monotonic())
+        watched = await self._watch(
+            c.room_name, ringing_until=time.monotonic(), first_look=self.options.in_call_pause
+        )
         await self._finish_from_record(
             c.attempt_id,
             c.timezones,
@@ -821,10 +852,9 @@ class Dialer:
             await task
         return False
 
-    async def _blocked(self, c: store.Claimed) -> tuple[Outcome, str] | None:
-        """A reason not to dial after all: DNC, calling hours, a bound, a hang-up, the lease."""
-        if await self.db(store.on_dnc_list, c.e164):
-            return Outcome.DO_NOT_CALL, "on the do-not-call list at dial time"
+    def _blocked(self, c: store.Claimed) -> tuple[Outcome, str] | None:
+        """A reason not to dial after all: calling hours, a bound, a hang-up, the lease
+        (the DNC list is checked by `store.start_dial`)."""
         now = self.clock()
         if not self.window.is_open(c.timezones, now):
             return Outcome.CANCELLED, "calling hours closed before dialing"
@@ -836,14 +866,16 @@ class Dialer:
             return Outcome.CANCELLED, "this dialer's lease was not renewed in time"
         return None
 
-    async def _watch(self, room: str, *, ringing_until: float) -> Watched:
+    async def _watch(self, room: str, *, ringing_until: float, first_look: float = 0.0) -> Watched:
         """Hold the slot until the room is gone; hang up only on evidence.
 
         Evidence is the callee gone for a short grace, the agent gone while the callee
         is on the line (`agent_lost`), the maximum call duration, or the operator. An
         error while looking is unknown: the watcher looks again with backoff and never
         deletes the room or frees the slot for it. Before `ringing_until` (monotonic) a
-        missing callee may still be ringing, so it is not counted as gone.
+        missing callee may still be ringing, so it is not counted as gone. The first
+        look is `first_look` seconds away (a dial that was just answered told who is
+        there); a call merely in progress is looked at every `in_call_poll_interval`.
         """
         opts = self.options
         deadline = time.monotonic() + self.config.max_call_duration + 30
@@ -852,7 +884,9 @@ class Dialer:
         agent_gone: float | None = None
         beat, beat_at = "", time.monotonic()  # the agent's last heartbeat, and when it changed
         pause = opts.poll_interval
+        await asyncio.sleep(first_look)
         while True:
+            steady = False
             hang_up = ""
             try:
                 people = await self.tel.participants(room)
@@ -880,6 +914,7 @@ class Dialer:
                 elif callee_gone is None:
                     callee_gone = now
                 agent = next((p for p in people if p.is_agent), None)
+                beating = agent is not None and (agent.heartbeat != beat or not beat)
                 if agent is not None and agent.heartbeat != beat:
                     beat, beat_at = agent.heartbeat, now
                 silent = bool(beat) and now - beat_at >= opts.agent_silent_after
@@ -899,6 +934,8 @@ class Dialer:
                     hang_up = "max duration"
                 elif self._hangup:
                     hang_up = "hung up"
+                # a heartbeat unchanged since the last look may be the agent's last one
+                steady = beating and any(p.answered for p in callee) and agent_gone is None
             if hang_up:
                 seen.ended = hang_up
                 if await self._delete_quietly(room):
@@ -906,7 +943,7 @@ class Dialer:
                 if time.monotonic() >= deadline + opts.record_grace * 6:
                     # LiveKit enforces max_call_duration on the SIP leg itself.
                     return seen
-            await asyncio.sleep(opts.poll_interval)
+            await asyncio.sleep(opts.in_call_pause if steady else opts.poll_interval)
 
     async def _follow(
         self,

@@ -12,6 +12,11 @@ request with `timeout=None`, which overrides the session's timeout, so without o
 a frozen server hangs the dialer for as long as it stays frozen. The engine sees
 LiveKit only through the `TelephonyPort` protocol; `Telephony.from_settings`
 builds the real one.
+
+Each request costs CPU, so a call makes few: the room is created with its agent
+dispatch in one `CreateRoom`, the agent's join is looked for when agents lately took
+to join, and a signed token is reused per grant for half its life (livekit-api signs
+a new one for every request, which costs more than the rest of the request).
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import aiohttp
 from google.protobuf.duration_pb2 import Duration
 from livekit import api
+from livekit.api.room_service import RoomService
+from livekit.api.sip_service import SipService
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -59,6 +68,10 @@ AUTH_STATUSES = (401, 403)
 RETRYABLE_4XX = (408, 429, 499)
 #: a Twirp `not_found` (a room that does not exist)
 NOT_FOUND_STATUS = 404
+#: how long a signed API token is valid; it is reused for half of that
+TOKEN_TTL = timedelta(minutes=20)
+#: signed tokens kept (a room-scoped grant makes one per room; the oldest goes first)
+TOKENS_KEPT = 256
 
 
 class TelephonyError(UserError):
@@ -215,10 +228,14 @@ class TelephonyPort(Protocol):
     def url(self) -> str: ...
 
     async def create_room(
-        self, name: str, *, empty_timeout: int, departure_timeout: int
+        self,
+        name: str,
+        *,
+        empty_timeout: int,
+        departure_timeout: int,
+        agent_name: str | None = None,
+        agent_metadata: str = "",
     ) -> None: ...
-
-    async def dispatch_agent(self, room: str, agent_name: str, metadata: str) -> str: ...
 
     async def participants(self, room: str) -> list[Participant] | None: ...
 
@@ -247,6 +264,95 @@ class TelephonyPort(Protocol):
     ) -> bool: ...
 
 
+class _Tokens:
+    """Signed API tokens, one per grant, each reused for half its lifetime.
+
+    livekit-api signs a fresh JWT for every request, which costs more CPU than the rest
+    of the request. A dialer uses few grants: create rooms, list rooms, place SIP calls,
+    and one per room it looks into.
+    """
+
+    def __init__(self, api_key: str, api_secret: str, ttl: timedelta = TOKEN_TTL) -> None:
+        self._key = api_key
+        self._secret = api_secret
+        self._ttl = ttl
+        #: grants -> (the authorization header, monotonic time to sign a new one)
+        self._signed: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
+
+    def header(
+        self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
+    ) -> dict[str, str]:
+        key = (repr(grants), repr(sip))
+        now = time.monotonic()
+        found = self._signed.get(key)
+        if found is None or now >= found[1]:
+            token = api.AccessToken(self._key, self._secret).with_ttl(self._ttl)
+            if grants is not None:
+                token.with_grants(grants)
+            if sip is not None:
+                token.with_sip_grants(sip)
+            header = {"authorization": f"Bearer {token.to_jwt()}"}
+            found = (header, now + self._ttl.total_seconds() / 2)
+            self._signed.pop(key, None)
+            if len(self._signed) >= TOKENS_KEPT:
+                del self._signed[next(iter(self._signed))]
+            self._signed[key] = found
+        return found[0]
+
+
+class _RoomService(RoomService):
+    """livekit-api's room service, signing with `_Tokens`."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, tokens: _Tokens) -> None:
+        super().__init__(session, url, "", "", failover=False)
+        self._tokens = tokens
+
+    def _auth_header(
+        self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
+    ) -> dict[str, str]:
+        return self._tokens.header(grants, sip)
+
+
+class _SipService(SipService):
+    """livekit-api's SIP service, signing with `_Tokens`."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, tokens: _Tokens) -> None:
+        super().__init__(session, url, "", "", failover=False)
+        self._tokens = tokens
+
+    def _auth_header(
+        self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
+    ) -> dict[str, str]:
+        return self._tokens.header(grants, sip)
+
+
+@dataclass
+class _JoinTimes:
+    """How long agents lately took to join a room after it was created (server clock).
+
+    The first look for an agent comes at about that time, so most joins are seen in one
+    look, whether the workers take 0.2 s today or 2 s.
+    """
+
+    typical: float | None = None  #: seconds, a moving average
+    weight: float = 0.25
+    #: room -> its creation time on the server (ms), until its agent is seen
+    created_ms: dict[str, int] = field(default_factory=dict)
+
+    def created(self, room: str, at_ms: int) -> None:
+        if len(self.created_ms) >= TOKENS_KEPT:
+            del self.created_ms[next(iter(self.created_ms))]
+        self.created_ms[room] = at_ms
+
+    def joined(self, room: str, at_ms: int) -> None:
+        created = self.created_ms.pop(room, 0)
+        if not created or at_ms < created:
+            return
+        took = (at_ms - created) / 1000
+        last = self.typical
+        self.typical = took if last is None else last + self.weight * (took - last)
+
+
 class Telephony:
     """Rooms, dispatch and SIP calls on one LiveKit server. Use as an async context manager."""
 
@@ -266,7 +372,13 @@ class Telephony:
         self._deadlines = (
             Deadlines(request=request_timeout) if request_timeout is not None else Deadlines()
         )
-        self._api: api.LiveKitAPI | None = None
+        self._tokens = _Tokens(api_key, api_secret)
+        self._joins = _JoinTimes()
+        self._session: aiohttp.ClientSession | None = None
+        self._room: _RoomService | None = None
+        self._sip: _SipService | None = None
+        #: requests sent, by name, retries included (benchmarks/dialer.py prints them)
+        self.requests: Counter[str] = Counter()
 
     @classmethod
     def from_settings(
@@ -290,26 +402,31 @@ class Telephony:
         return self._url
 
     async def __aenter__(self) -> Telephony:
-        self._api = api.LiveKitAPI(
-            self._url,
-            self._key,
-            self._secret,
-            # the per-request deadline is ours (see `_call`); this only bounds the rest
-            timeout=aiohttp.ClientTimeout(total=self._deadlines.request * 4),
-            failover=False,
+        # One session for every request; the per-request deadline is ours (see `_call`),
+        # this only bounds the rest.
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._deadlines.request * 4)
         )
+        self._room = _RoomService(self._session, self._url, self._tokens)
+        self._sip = _SipService(self._session, self._url, self._tokens)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        if self._session is not None:
+            await self._session.close()
+        self._session = self._room = self._sip = None
 
     @property
-    def lk(self) -> api.LiveKitAPI:
-        if self._api is None:
+    def rooms(self) -> _RoomService:
+        if self._room is None:
             raise RuntimeError("Telephony is used outside `async with`")
-        return self._api
+        return self._room
+
+    @property
+    def sip(self) -> _SipService:
+        if self._sip is None:
+            raise RuntimeError("Telephony is used outside `async with`")
+        return self._sip
 
     async def _call(
         self,
@@ -331,6 +448,7 @@ class Telephony:
         try:
             async for attempt in retrying:
                 with attempt:
+                    self.requests[what] += 1
                     async with asyncio.timeout(limit):
                         return await fn()
         except api.SipCallError:
@@ -362,28 +480,37 @@ class Telephony:
             return f"LiveKit at {self._url} did not answer within {limit:g} s"
         return str(exc)
 
-    async def create_room(self, name: str, *, empty_timeout: int, departure_timeout: int) -> None:
-        """Create the call's room; LiveKit closes it when it stays empty or everyone left."""
+    async def create_room(
+        self,
+        name: str,
+        *,
+        empty_timeout: int,
+        departure_timeout: int,
+        agent_name: str | None = None,
+        agent_metadata: str = "",
+    ) -> None:
+        """Create the call's room; LiveKit closes it when it stays empty or everyone left.
+
+        With `agent_name`, the room is created with that agent's dispatch (metadata
+        `agent_metadata`): LiveKit dispatches it as the room comes to be, so a retried
+        request that had reached the server dispatches nobody twice.
+        """
         request = api.CreateRoomRequest(
             name=name, empty_timeout=empty_timeout, departure_timeout=departure_timeout
         )
-        await self._call("CreateRoom", lambda: self.lk.room.create_room(request))
-
-    async def dispatch_agent(self, room: str, agent_name: str, metadata: str) -> str:
-        """Explicitly dispatch the named agent into the room; returns the dispatch id."""
-        request = api.CreateAgentDispatchRequest(
-            agent_name=agent_name, room=room, metadata=metadata
-        )
-        dispatch = await self._call(
-            "CreateDispatch", lambda: self.lk.agent_dispatch.create_dispatch(request)
-        )
-        return dispatch.id
+        if agent_name:
+            request.agents.append(
+                api.RoomAgentDispatch(agent_name=agent_name, metadata=agent_metadata)
+            )
+        room = await self._call("CreateRoom", lambda: self.rooms.create_room(request))
+        if agent_name:
+            self._joins.created(name, room.creation_time_ms)
 
     async def participants(self, room: str) -> list[Participant] | None:
         """Who is in the room; None when the room does not exist."""
         response = await self._call(
             "ListParticipants",
-            lambda: self.lk.room.list_participants(api.ListParticipantsRequest(room=room)),
+            lambda: self.rooms.list_participants(api.ListParticipantsRequest(room=room)),
         )
         # A missing room lists no participants, so only an empty list needs a second look.
         if not response.participants and not await self.room_exists(room):
@@ -394,29 +521,34 @@ class Telephony:
 
     async def room_exists(self, room: str) -> bool:
         response = await self._call(
-            "ListRooms", lambda: self.lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
+            "ListRooms", lambda: self.rooms.list_rooms(api.ListRoomsRequest(names=[room]))
         )
         return any(r.name == room for r in response.rooms)
 
     async def wait_for_agent(self, room: str, timeout: float, *, poll: float = 0.2) -> bool:
-        """Poll until an agent participant is in the room; False after `timeout` seconds.
+        """Look until an agent participant is in the room; False after `timeout` seconds.
 
-        The pause between looks grows from `poll` to four times it: an agent that joins
-        at once is seen at once, a slow one costs few requests.
+        The first look comes when agents lately took to join (`_JoinTimes`), or after
+        `poll` while none was seen yet; the pause between the next looks starts at half
+        that time (at least `poll`) and grows. So a join is mostly seen in one look, and
+        a slow one in a few, however slow the workers are today.
         """
         deadline = time.monotonic() + timeout
         request = api.ListParticipantsRequest(room=room)
-        pause = poll
+        typical = self._joins.typical or poll
+        wait, pause, longest = typical * 1.2, max(poll, typical / 2), max(poll * 4, typical * 2)
         while True:
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             listing = await self._call(
-                "ListParticipants", lambda: self.lk.room.list_participants(request)
+                "ListParticipants", lambda: self.rooms.list_participants(request)
             )
-            if any(p.kind == AGENT for p in listing.participants):
+            agent = next((p for p in listing.participants if p.kind == AGENT), None)
+            if agent is not None:
+                self._joins.joined(room, agent.joined_at_ms)
                 return True
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 1.5, poll * 4)
+            wait, pause = pause, min(pause * 1.5, longest)
 
     async def dial(
         self,
@@ -454,7 +586,7 @@ class Telephony:
         try:
             await self._call(
                 "CreateSIPParticipant",
-                lambda: self.lk.sip.create_sip_participant(request),
+                lambda: self.sip.create_sip_participant(request),
                 retryable=_not_sent,
                 deadline=ringing_timeout + self._deadlines.dial_margin,
             )
@@ -476,7 +608,7 @@ class Telephony:
         """An authenticated no-op (list rooms): proves the URL, key and secret; returns
         how many rooms are open."""
         response = await self._call(
-            "ListRooms", lambda: self.lk.room.list_rooms(api.ListRoomsRequest())
+            "ListRooms", lambda: self.rooms.list_rooms(api.ListRoomsRequest())
         )
         return len(response.rooms)
 
@@ -484,7 +616,7 @@ class Telephony:
         """Every outbound SIP trunk on the server."""
         response = await self._call(
             "ListSIPOutboundTrunk",
-            lambda: self.lk.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest()),
+            lambda: self.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest()),
         )
         return [
             TrunkInfo(
@@ -503,8 +635,13 @@ class Telephony:
         The room is deleted afterwards, whatever happened. True when the agent joined.
         """
         try:
-            await self.create_room(room, empty_timeout=int(timeout) + 10, departure_timeout=1)
-            await self.dispatch_agent(room, agent_name, metadata)
+            await self.create_room(
+                room,
+                empty_timeout=int(timeout) + 10,
+                departure_timeout=1,
+                agent_name=agent_name,
+                agent_metadata=metadata,
+            )
             return await self.wait_for_agent(room, timeout)
         finally:
             try:
@@ -516,7 +653,7 @@ class Telephony:
         """Hang up everyone in the room and close it (a missing room is fine)."""
         try:
             await self._call(
-                "DeleteRoom", lambda: self.lk.room.delete_room(api.DeleteRoomRequest(room=room))
+                "DeleteRoom", lambda: self.rooms.delete_room(api.DeleteRoomRequest(room=room))
             )
         except TelephonyError as exc:
             if exc.status != NOT_FOUND_STATUS:

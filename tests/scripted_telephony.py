@@ -178,21 +178,24 @@ class ScriptedTelephony:
         with self.lock:
             return sum(1 for r in self.rooms.values() if r.deleted is None)
 
-    async def create_room(self, name: str, *, empty_timeout: int, departure_timeout: int) -> None:
+    async def create_room(
+        self,
+        name: str,
+        *,
+        empty_timeout: int,
+        departure_timeout: int,
+        agent_name: str | None = None,
+        agent_metadata: str = "",
+    ) -> None:
         await self._boundary("claim", name)
         self._refuse("CreateRoom")
         with self.lock:
-            self.rooms.setdefault(name, Room(name, time.monotonic()))
-
-    async def dispatch_agent(self, room: str, agent_name: str, metadata: str) -> str:
-        await self._boundary("room", room)
-        self._refuse("CreateDispatch")
-        with self.lock:
-            found = self.rooms[room]
-            found.attempt_id = json.loads(metadata).get("attempt_id")
-            if self.agent_available():
-                found.agent_joined = time.monotonic()
-        return f"AD_{room}"
+            found = self.rooms.setdefault(name, Room(name, time.monotonic()))
+            if agent_name:
+                found.attempt_id = json.loads(agent_metadata).get("attempt_id")
+                if self.agent_available():
+                    found.agent_joined = time.monotonic()
+        await self._boundary("room", name)
 
     async def wait_for_agent(self, room: str, timeout: float, *, poll: float = 0.2) -> bool:
         deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -65,6 +66,8 @@ class AsyncLedger:
     def __init__(self, ledger: Ledger, *, retry: LedgerRetry | None = None) -> None:
         self.ledger = ledger
         self._retry = retry or LedgerRetry()
+        #: calls made, by store function, retries included (benchmarks/dialer.py prints them)
+        self.calls: Counter[str] = Counter()
 
     async def __call__(
         self, fn: Callable[Concatenate[Ledger, P], T], *args: P.args, **kwargs: P.kwargs
@@ -79,5 +82,6 @@ class AsyncLedger:
         )
         async for attempt in retrying:
             with attempt:
+                self.calls[fn.__name__] += 1
                 return await asyncio.to_thread(call)
         raise AssertionError("unreachable: tenacity either returns or raises")

@@ -727,6 +727,30 @@ def mark_dial_started(ledger: Ledger, attempt_id: int, at: datetime) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+#: how `start_dial` went: marked; refused, the number is on the DNC list (the attempt is
+#: left undialed); refused, someone else owns the attempt now (reconciled elsewhere)
+DialStart = Literal["started", "on_dnc_list", "taken"]
+
+
+def start_dial(ledger: Ledger, attempt_id: int, e164: str, at: datetime) -> DialStart:
+    """`mark_dial_started` and the dial-time DNC check in one guarded update."""
+    with ledger.session() as session:
+        listed = select(DncEntry.e164).where(DncEntry.e164 == e164)
+        result = session.execute(
+            update(Attempt)
+            .where(
+                Attempt.id == attempt_id,
+                Attempt.status == AttemptStatus.DIALING.value,
+                Attempt.dial_started_at.is_(None),
+                ~listed.exists(),
+            )
+            .values(dial_started_at=at)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            return "started"
+        return "on_dnc_list" if session.scalar(listed) is not None else "taken"
+
+
 def mark_answered(ledger: Ledger, attempt_id: int, at: datetime) -> None:
     with ledger.session() as session:
         session.execute(
