@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # refused with one line saying so, before it can fill the memory.
     sheet_max_rows: int = Field(default=1_000_000, ge=1, alias="DIALER_SHEET_MAX_ROWS")
     sheet_max_mb: int = Field(default=512, ge=1, alias="DIALER_SHEET_MAX_MB")
+    # false: every number goes through phonenumbers itself, not the fast path that follows
+    # its internals (for a phonenumbers release newer than the one pinned in pyproject.toml).
+    number_fast_path: bool = Field(default=True, alias="DIALER_NUMBER_FAST_PATH")
 
     agent_name: str = Field(default="campaign-agent", alias="AGENT_NAME")
     agent_providers: ProviderMode = Field(default=ProviderMode.CLOUD, alias="AGENT_PROVIDERS")

@@ -463,9 +463,16 @@ class _Normaliser:
     many times memoise whole answers themselves (`validate_sheet` does, per sheet).
     """
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, *, fast_path: bool | None = None) -> None:
+        """`fast_path`: None follows `DIALER_NUMBER_FAST_PATH`; False sends every number
+        through phonenumbers itself."""
         self.region = check_region(region)
         self.fast = _FastPath(self.region)
+        if fast_path is None:
+            from campaign.config import get_settings
+
+            fast_path = get_settings().number_fast_path
+        self.fast_path = fast_path
         self._zones: dict[str, tuple[str, ...]] = {}
 
     def __call__(self, raw: str) -> NormalisedNumber:
@@ -478,7 +485,7 @@ class _Normaliser:
             # One plain number, the common case: no text, no extension.
             if compact[:2] == "00" and not self.fast.rules.idd.match(compact):
                 compact = "+" + compact[2:]
-            parsed = self.fast.parse(compact)
+            parsed = self.fast.parse(compact) if self.fast_path else None
             if parsed is not None:
                 country_code, nsn = parsed
                 number_type = self.fast.number_type(country_code, nsn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -109,3 +110,14 @@ def test_unreachable_postgres_is_one_clear_error() -> None:
 def test_bad_url_is_one_clear_error() -> None:
     with pytest.raises(LedgerError, match="not a database URL"):
         open_ledger("not a url")
+
+
+def test_missing_postgres_driver_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the `[postgres]` extra, a postgresql:// URL names the extra to install."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails
+    with pytest.raises(
+        LedgerError, match=r"pip install 'livekit-campaign-dialer\[postgres\]'"
+    ) as err:
+        open_ledger("postgresql://u:secret@127.0.0.1:1/nothing")
+    assert "secret" not in str(err.value)
+    assert "\n" not in str(err.value)
