@@ -351,3 +351,19 @@ def test_checking_leaves_the_garbage_collector_as_it_was(tmp_path: Path, enabled
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_checking_never_pauses_the_collector_for_other_threads(tmp_path: Path) -> None:
+    """The scheduler checks sheets in threads: the collector keeps running for the rest of
+    the process while a sheet is read and checked, and nothing of theirs is frozen."""
+    rows = "".join(f"P{i},(415) 555-{i % 10_000:04d}\n" for i in range(25_000))
+    path = write_csv(tmp_path / "s.csv", "Name,Phone\n" + rows)
+    seen: list[tuple[bool, int]] = []
+    frozen = gc.get_freeze_count()
+    validate_sheet(
+        path,
+        region="US",
+        progress=lambda done, total: seen.append((gc.isenabled(), gc.get_freeze_count())),
+    )
+    assert len(seen) >= 3  # reported mid-sheet, not only at the ends
+    assert set(seen) == {(True, frozen)}

@@ -14,9 +14,9 @@ from campaign.contacts import (
     NormalisedNumber,
     Reason,
     SheetError,
-    _Normaliser,
     normalise_number,
 )
+from campaign.contacts.numbers import _Normaliser
 
 pytestmark = pytest.mark.unit
 

@@ -21,13 +21,14 @@ import openpyxl
 import pytest
 import xlsxwriter
 
-from campaign import contacts
 from campaign.contacts import (
     MAX_EXTENSION,
     Reason,
+    Sheet,
     SheetError,
     SheetLimits,
     read_sheet,
+    reading,
     validate_sheet,
     variable_columns,
 )
@@ -137,15 +138,15 @@ def test_a_gap_between_columns_keeps_the_letters_for_phone_column(tmp_path: Path
 # --------------------------------------------------------------------------- XLSX = calamine
 
 
-def _calamine(path: Path) -> contacts.Sheet:
+def _calamine(path: Path) -> Sheet:
     """The same file through calamine (in its child process), for comparison."""
     limits = SheetLimits()
-    return contacts._to_sheet(
-        str(path), contacts._calamine_records(path, None, limits, None), limits, None
+    return reading._to_sheet(
+        str(path), reading._calamine_records(path, None, limits, None), limits, None
     )
 
 
-def _same(path: Path) -> contacts.Sheet:
+def _same(path: Path) -> Sheet:
     ours = read_sheet(path)
     theirs = _calamine(path)
     assert (ours.headers, ours.rows, ours.row_numbers) == (
@@ -318,7 +319,7 @@ def test_a_reader_that_dies_is_a_one_line_refusal(
 ) -> None:
     """calamine fills a 65,536 x 256 grid for a stray IV65536: more than 200 MiB."""
     xls = _xls(tmp_path, xlsx_with_stray_cell(tmp_path / "legacy.xlsx", "IV65536"))
-    monkeypatch.setattr(contacts, "_CHILD_MEMORY", 200 * 2**20)
+    monkeypatch.setattr(reading, "_CHILD_MEMORY", 200 * 2**20)
     with pytest.raises(SheetError, match="most likely out of memory") as refused:
         read_sheet(xls)
     assert "\n" not in str(refused.value)
