@@ -26,7 +26,7 @@ from campaign.campaign_file import CampaignConfig, load_campaign
 from campaign.config import Settings, get_settings
 from campaign.contacts import normalise_number
 from campaign.dialer import Clock, Dialer, RunOptions
-from campaign.errors import UserError
+from campaign.errors import UserError, validation_problems
 from campaign.runner import prepare
 from campaign.store import Ledger, open_ledger, utcnow
 from campaign.store import dialing as store
@@ -152,7 +152,7 @@ def resolve_config(
     try:
         return CampaignConfig.model_validate(stored)
     except ValidationError as exc:
-        first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        _, first = validation_problems(exc)[0]
         raise CallError(
             f"campaign {campaign}: its stored campaign file does not validate ({first});"
             " use --config"

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from campaign.errors import UserError
+from campaign.errors import UserError, validation_problems
 
 
 class ProviderMode(StrEnum):
@@ -124,10 +124,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            name = ".".join(str(part) for part in err["loc"])
-            problems.append(f"{name}: {err['msg']}")
+        problems = [f"{name}: {message}" for name, message in validation_problems(exc)]
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 

@@ -62,7 +62,7 @@ from campaign.campaign_file import (
 )
 from campaign.config import Settings
 from campaign.contacts import validate_sheet
-from campaign.errors import UserError
+from campaign.errors import UserError, validation_problems
 from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxPaths, pick_up
 from campaign.report import default_report_path, write_report
 from campaign.runner import dial_campaign
@@ -73,7 +73,7 @@ from campaign.store.db import LEDGER_FAULTS
 from campaign.store.imports import import_contacts
 from campaign.store.models import CampaignRun
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 # APScheduler narrates starting and stopping the paused scheduler that `dialer schedule`
 # uses only to reach the job store; our own log line says what changed.
 _admin_log = logging.getLogger(f"{__name__}.jobstore")
@@ -337,18 +337,20 @@ class _LeaseGuard:
         last_renewal = time.monotonic()
         while not self._done.wait(0.2):
             if self._outer_stop.is_set() and not self.run_stop.is_set():
-                log.info("campaign %s: stopping; calls in flight finish", self.lease.campaign)
+                logger.info("campaign %s: stopping; calls in flight finish", self.lease.campaign)
                 self.run_stop.set()
             if time.monotonic() - last_renewal < self._heartbeat:
                 continue
             try:
                 renewed = store.renew_run(self.ledger, self.lease, self._ttl)
             except Exception as exc:  # the ledger blinked: retry next beat, the lease has slack
-                log.warning("campaign %s: cannot renew the run lock: %s", self.lease.campaign, exc)
+                logger.warning(
+                    "campaign %s: cannot renew the run lock: %s", self.lease.campaign, exc
+                )
                 continue
             last_renewal = time.monotonic()
             if renewed is None:
-                log.error(
+                logger.error(
                     "campaign %s: the run lock was taken over by another scheduler; stopping",
                     self.lease.campaign,
                 )
@@ -367,7 +369,7 @@ def fire(schedule_id: int, campaign: str) -> None:
     """The job function stored in `apscheduler_jobs` (by this name: keep it)."""
     service = _current
     if service is None:
-        log.error(
+        logger.error(
             "schedule %s (campaign %s) fired with no scheduler running", schedule_id, campaign
         )
         return
@@ -476,9 +478,11 @@ class CampaignScheduler:
         self.start()
         assert self._scheduler is not None
         views = self.schedules()
-        log.info("scheduler %s: %d schedule(s) on %s", self.owner, len(views), self.ledger.safe_url)
+        logger.info(
+            "scheduler %s: %d schedule(s) on %s", self.owner, len(views), self.ledger.safe_url
+        )
         for view in views:
-            log.info(
+            logger.info(
                 "schedule %s: campaign %s, cron %r %s, next run %s",
                 view.id,
                 view.campaign,
@@ -491,10 +495,10 @@ class CampaignScheduler:
         try:
             self._scheduler.run_until(self.stop)
         finally:
-            log.info("scheduler %s: stopping; waiting for runs in flight", self.owner)
+            logger.info("scheduler %s: stopping; waiting for runs in flight", self.owner)
             desk.join()
             self.shutdown()
-            log.info("scheduler %s: stopped", self.owner)
+            logger.info("scheduler %s: stopped", self.owner)
 
     # -- runs started from the desk
 
@@ -512,7 +516,7 @@ class CampaignScheduler:
             try:
                 request = desk_store.take_request(self.ledger, self.owner)
             except Exception as exc:  # the ledger blinked: look again next poll
-                log.warning("cannot read the desk's start requests: %s", exc)
+                logger.warning("cannot read the desk's start requests: %s", exc)
                 request = None
             if request is None:
                 slots.release()
@@ -534,7 +538,7 @@ class CampaignScheduler:
 
     def run_request(self, request: desk_store.RequestView) -> RunResult:
         """One desk-started run; the request is closed with the run's result line."""
-        log.info(
+        logger.info(
             "campaign %s: start requested by %s (request %s)",
             request.campaign,
             request.requested_by,
@@ -558,7 +562,7 @@ class CampaignScheduler:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
+        logger.info("received %s", signal.Signals(signum).name)
         self.request_stop()
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
@@ -572,7 +576,7 @@ class CampaignScheduler:
             f"missed the run due at {due:%Y-%m-%d %H:%M %Z}: more than {grace // 60} min late "
             "(the scheduler was not running); skipped"
         )
-        log.warning("schedule %s (campaign %s): %s", schedule_id, campaign, summary)
+        logger.warning("schedule %s (campaign %s): %s", schedule_id, campaign, summary)
         store.record_run(
             self.ledger,
             campaign,
@@ -616,7 +620,7 @@ class CampaignScheduler:
         except BaseException:
             store.delete_schedule(self.ledger, row.id)
             raise
-        log.info("schedule %s added: campaign %s, cron %r %s", row.id, campaign, cron, timezone)
+        logger.info("schedule %s added: campaign %s, cron %r %s", row.id, campaign, cron, timezone)
         return self.view(row.id)
 
     def remove(self, schedule_id: int) -> None:
@@ -626,7 +630,7 @@ class CampaignScheduler:
         with self._jobs() as scheduler, suppress(JobLookupError):
             scheduler.remove_job(job_id(schedule_id))
         store.delete_schedule(self.ledger, schedule_id)
-        log.info("schedule %s removed", schedule_id)
+        logger.info("schedule %s removed", schedule_id)
 
     def view(self, schedule_id: int) -> ScheduleView:
         for view in self.schedules():
@@ -681,7 +685,7 @@ class CampaignScheduler:
                 try:
                     return CampaignConfig.model_validate(stored), False
                 except ValidationError as exc:
-                    first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                    _, first = validation_problems(exc)[0]
                     raise ScheduleError(
                         f"campaign {campaign}: its stored settings do not validate ({first})"
                     ) from None
@@ -724,7 +728,7 @@ class CampaignScheduler:
                 summary=result.line(),
                 schedule_id=schedule_id,
             )
-            log.warning("%s", result.line())
+            logger.warning("%s", result.line())
             return result
         with _LeaseGuard(
             self.ledger,
@@ -740,7 +744,7 @@ class CampaignScheduler:
             except UserError as exc:
                 result.error = str(exc)
             except Exception as exc:
-                log.exception("campaign %s: run failed", campaign)
+                logger.exception("campaign %s: run failed", campaign)
                 result.error = f"{type(exc).__name__}: {exc}"
         result.seconds = time.monotonic() - started
         # A lease taken over while we ran (we stalled past its expiry) cannot be closed.
@@ -748,7 +752,9 @@ class CampaignScheduler:
             self.ledger, guard.lease, result.status, result.line()
         ):
             result.status = "lost"
-        log.log(logging.INFO if result.status == "done" else logging.WARNING, "%s", result.line())
+        logger.log(
+            logging.INFO if result.status == "done" else logging.WARNING, "%s", result.line()
+        )
         return result
 
     def _run_steps(self, result: RunResult, stop: threading.Event) -> None:
@@ -772,7 +778,7 @@ class CampaignScheduler:
             except Exception as exc:  # any sheet's failure is that sheet's, not the run's
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 result.sheet_errors.append(f"{sheet.name}: {reason}")
-                log.warning(
+                logger.warning(
                     "campaign %s: sheet %s not imported: %s",
                     config.name,
                     sheet,
@@ -793,7 +799,7 @@ class CampaignScheduler:
         """Validate and import one sheet; returns how many contacts were new."""
         checked = validate_sheet(sheet, region=config.region)
         summary = import_contacts(self.ledger, config.name, checked, source)
-        log.info(
+        logger.info(
             "campaign %s: %s: %d new, %d already present, %d rejected, %d duplicate(s)",
             config.name,
             source,

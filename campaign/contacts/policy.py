@@ -25,7 +25,7 @@ from campaign.contacts.numbers import (
 from campaign.contacts.reading import read_sheet
 from campaign.contacts.sheet import Row, Sheet
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -322,7 +322,7 @@ def validate_sheet(
                 )
     if progress is not None:
         progress(total, total)
-    log.debug(
+    logger.debug(
         "checked %s: %d rows, %d accepted, %d duplicates, %d rejected",
         data.source,
         result.rows,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import pickle
 import re
 import signal
@@ -31,9 +30,6 @@ from campaign.contacts.sheet import (
     _too_many_rows,
 )
 from campaign.contacts.xlsx import _is_xlsx, _xlsx_records
-
-log = logging.getLogger(__name__)
-
 
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
