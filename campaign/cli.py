@@ -50,7 +50,7 @@ from campaign.live_view import status_table
 from campaign.report import safe_text, write_report
 from campaign.scheduler import RunResult, ScheduleView, campaign_scheduler
 from campaign.store import Ledger, LedgerError, open_ledger
-from campaign.store import imports as store
+from campaign.store import imports as import_store
 from campaign.store.db import DRIVER_ERRORS
 
 app = typer.Typer(
@@ -174,7 +174,7 @@ def import_(
     with _reading(file):
         data = read_sheet(file, sheet=sheet)
     with _progress(len(data)) as progress:
-        summary, result = store.import_sheet(
+        summary, result = import_store.import_sheet(
             ledger,
             data,
             campaign=campaign,
@@ -192,7 +192,7 @@ def campaigns(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) ->
     """List campaigns with their contact counts."""
     ledger = _ledger(db)
     with ledger.session() as session:
-        counts = store.campaign_counts(session)
+        counts = import_store.campaign_counts(session)
     if output is OutputFormat.JSON:
         _print_json([_jsonable(vars_of(count)) for count in counts])
         return
@@ -246,7 +246,9 @@ def dnc_add(
         raise SheetError(f"not a valid phone number: {', '.join(repr(raw) for raw in bad)}")
     ledger = _ledger(db)
     with ledger.session() as session:
-        added = store.add_dnc(session, [item.e164 for item in parsed if item.e164], note=note)
+        added = import_store.add_dnc(
+            session, [item.e164 for item in parsed if item.e164], note=note
+        )
     out.print(f"Added {added.added} number(s); {added.already_listed} already listed.")
 
 
@@ -270,7 +272,7 @@ def dnc_import(
         )
     numbers = result.numbers()
     with ledger.session() as session:
-        added = store.add_dnc(session, numbers, source="import", note=Path(file).name)
+        added = import_store.add_dnc(session, numbers, source="import", note=Path(file).name)
     unreadable = len(result.rows_without_number())
     out.print(
         f"Added {added.added} number(s) from {file}; {added.already_listed} already listed;"
@@ -290,7 +292,7 @@ def dnc_remove(
     e164s = [normalise_number(number, region_code).e164 or number for number in numbers]
     ledger = _ledger(db)
     with ledger.session() as session:
-        removed = store.remove_dnc(session, e164s)
+        removed = import_store.remove_dnc(session, e164s)
     out.print(f"Removed {removed} number(s).")
 
 
@@ -307,7 +309,7 @@ def dnc_list(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) -> 
                 "note": entry.note,
                 "added_at": entry.added_at.isoformat(),
             }
-            for entry in store.dnc_entries(session)
+            for entry in import_store.dnc_entries(session)
         ]
     if output is OutputFormat.JSON:
         _print_json(entries)
@@ -782,7 +784,7 @@ def _print_check_table(result: SheetResult) -> None:
         out.print(f"... and {len(problems) - TABLE_LIMIT} more (use --format csv for all)")
 
 
-def _print_import_summary(summary: store.ImportSummary, result: SheetResult) -> None:
+def _print_import_summary(summary: import_store.ImportSummary, result: SheetResult) -> None:
     out.print(
         f"[bold]{rich_escape(summary.campaign)}[/bold] <- {rich_escape(summary.source)}",
         markup=True,

@@ -68,7 +68,7 @@ from campaign.report import default_report_path, write_report
 from campaign.runner import dial_campaign
 from campaign.store import Ledger, open_ledger
 from campaign.store import desk as desk_store
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 from campaign.store.db import LEDGER_FAULTS
 from campaign.store.imports import import_contacts
 from campaign.store.models import CampaignRun
@@ -305,7 +305,7 @@ class _LeaseGuard:
     def __init__(
         self,
         ledger: Ledger,
-        lease: store.Lease,
+        lease: schedule_store.Lease,
         *,
         ttl: timedelta,
         heartbeat_seconds: float,
@@ -342,7 +342,7 @@ class _LeaseGuard:
             if time.monotonic() - last_renewal < self._heartbeat:
                 continue
             try:
-                renewed = store.renew_run(self.ledger, self.lease, self._ttl)
+                renewed = schedule_store.renew_run(self.ledger, self.lease, self._ttl)
             except Exception as exc:  # the ledger blinked: retry next beat, the lease has slack
                 logger.warning(
                     "campaign %s: cannot renew the run lock: %s", self.lease.campaign, exc
@@ -426,7 +426,7 @@ class CampaignScheduler:
 
     @contextmanager
     def _jobs(self) -> Iterator[_Scheduler]:
-        """The running scheduler, or a paused one just to read and write the job store."""
+        """The running scheduler, or a paused one just to read and write the job schedules."""
         if self._scheduler is not None:
             yield self._scheduler
             return
@@ -567,7 +567,7 @@ class CampaignScheduler:
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         schedule_id = int(str(event.job_id).removeprefix("schedule-"))
-        row = store.get_schedule(self.ledger, schedule_id)
+        row = schedule_store.get_schedule(self.ledger, schedule_id)
         campaign = row.campaign if row else "?"
         zone = parse_zone(row.timezone) if row else UTC
         due = event.scheduled_run_time.astimezone(zone)
@@ -577,7 +577,7 @@ class CampaignScheduler:
             "(the scheduler was not running); skipped"
         )
         logger.warning("schedule %s (campaign %s): %s", schedule_id, campaign, summary)
-        store.record_run(
+        schedule_store.record_run(
             self.ledger,
             campaign,
             owner=self.owner,
@@ -602,7 +602,7 @@ class CampaignScheduler:
             raise ScheduleError("the misfire grace must be positive")
         self.load(campaign)  # refuse a schedule for a campaign that cannot run
         cron = " ".join(cron.split())
-        row = store.add_schedule(
+        row = schedule_store.add_schedule(
             self.ledger, campaign, cron, timezone, int(misfire_grace.total_seconds())
         )
         try:
@@ -618,18 +618,18 @@ class CampaignScheduler:
                     max_instances=1,
                 )
         except BaseException:
-            store.delete_schedule(self.ledger, row.id)
+            schedule_store.delete_schedule(self.ledger, row.id)
             raise
         logger.info("schedule %s added: campaign %s, cron %r %s", row.id, campaign, cron, timezone)
         return self.view(row.id)
 
     def remove(self, schedule_id: int) -> None:
-        if store.get_schedule(self.ledger, schedule_id) is None:
+        if schedule_store.get_schedule(self.ledger, schedule_id) is None:
             raise ScheduleError(f"no schedule with id {schedule_id}")
         # Already gone from the job store is fine: the row goes next.
         with self._jobs() as scheduler, suppress(JobLookupError):
             scheduler.remove_job(job_id(schedule_id))
-        store.delete_schedule(self.ledger, schedule_id)
+        schedule_store.delete_schedule(self.ledger, schedule_id)
         logger.info("schedule %s removed", schedule_id)
 
     def view(self, schedule_id: int) -> ScheduleView:
@@ -639,11 +639,11 @@ class CampaignScheduler:
         raise ScheduleError(f"no schedule with id {schedule_id}")
 
     def schedules(self, campaign: str | None = None) -> list[ScheduleView]:
-        rows = store.list_schedules(self.ledger, campaign)
+        rows = schedule_store.list_schedules(self.ledger, campaign)
         with self._jobs() as scheduler:
             jobs = {job.id: job for job in scheduler.get_jobs()}
         last: dict[int, CampaignRun] = {}
-        for run in store.recent_runs(self.ledger, limit=500):
+        for run in schedule_store.recent_runs(self.ledger, limit=500):
             if run.schedule_id is not None:
                 last.setdefault(run.schedule_id, run)
         views = []
@@ -707,7 +707,7 @@ class CampaignScheduler:
     ) -> RunResult:
         """One run of the campaign under its run lock; `self.stop` drains it."""
         started = time.monotonic()
-        lease = store.acquire_run(
+        lease = schedule_store.acquire_run(
             self.ledger,
             campaign,
             owner=self.owner,
@@ -716,10 +716,10 @@ class CampaignScheduler:
             schedule_id=schedule_id,
         )
         if lease is None:
-            holder = store.open_run(self.ledger, campaign)
+            holder = schedule_store.open_run(self.ledger, campaign)
             held_by = f"run {holder.id} by {holder.owner}" if holder else "another run"
             result = RunResult(campaign, "skipped", error=f"{held_by} is still running")
-            store.record_run(
+            schedule_store.record_run(
                 self.ledger,
                 campaign,
                 owner=self.owner,
@@ -748,7 +748,7 @@ class CampaignScheduler:
                 result.error = f"{type(exc).__name__}: {exc}"
         result.seconds = time.monotonic() - started
         # A lease taken over while we ran (we stalled past its expiry) cannot be closed.
-        if guard.lost or not store.finish_run(
+        if guard.lost or not schedule_store.finish_run(
             self.ledger, guard.lease, result.status, result.line()
         ):
             result.status = "lost"

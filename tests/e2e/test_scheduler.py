@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from campaign.store import Attempt, open_ledger
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 from devstack import phones
 from devstack.phones import Behaviour
 from tests.e2e.agent_worker import start_agent_worker
@@ -122,7 +122,8 @@ def test_a_scheduled_run_fires_dials_through_livekit_and_writes_the_workbook(
     assert all(a.status == "done" and a.ended_at is not None for a in made)
     assert len(list((workdir / "metrics_reports").glob("nightly-*.xlsx"))) == 1
     ledger = open_ledger(f"sqlite:///{workdir / 'ledger.db'}")
-    run = store.recent_runs(ledger, "nightly")[-1]  # the first (a second may start at SIGTERM)
+    # the first (a second may start at SIGTERM)
+    run = schedule_store.recent_runs(ledger, "nightly")[-1]
     assert (run.trigger, run.status) == ("schedule", "done")
     assert run.summary is not None
     assert "2 new contact(s)" in run.summary
@@ -148,6 +149,6 @@ def test_sigterm_lets_attempts_in_flight_finish_and_exits_0(
     assert "received SIGTERM" in output
     assert "draining" in output
     ledger = open_ledger(f"sqlite:///{workdir / 'ledger.db'}")
-    (run,) = store.recent_runs(ledger, "nightly")
+    (run,) = schedule_store.recent_runs(ledger, "nightly")
     assert run.status == "interrupted", run.summary
     assert list((workdir / "metrics_reports").glob("nightly-*.xlsx"))

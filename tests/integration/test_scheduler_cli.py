@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from campaign.store import open_ledger
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 
 pytestmark = pytest.mark.integration
 
@@ -155,6 +155,6 @@ def test_scheduler_sees_new_schedules_and_exits_0_on_sigterm(
     assert "received SIGTERM" in output
     assert "stopped" in output
     assert "Traceback" not in output
-    runs = store.recent_runs(open_ledger(sqlite_ledger_url), "nightly")
+    runs = schedule_store.recent_runs(open_ledger(sqlite_ledger_url), "nightly")
     assert runs
     assert {(run.trigger, run.status) for run in runs} == {("schedule", "done")}
