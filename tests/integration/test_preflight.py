@@ -16,9 +16,8 @@ from campaign.contacts import read_sheet
 from campaign.outcomes import ContactStatus
 from campaign.pacing import TokenBucket
 from campaign.preflight import Status, check_ledger
-from campaign.store import Contact, Ledger, open_ledger
+from campaign.store import Contact, Ledger, open_ledger, test_calls
 from campaign.store import dialing as store
-from campaign.store import preflight as calls
 from campaign.store.imports import add_dnc, campaign_counts, import_sheet
 from campaign.windows import CallingWindow
 
@@ -74,7 +73,7 @@ def campaign_with_sheet(ledger: Ledger, name: str, numbers: list[str], folder: P
 
 
 def place_test_row(ledger: Ledger, campaign_id: int, e164: str, name: str) -> store.Claimed:
-    return calls.start_test_call(
+    return test_calls.start_test_call(
         ledger,
         campaign_id,
         campaign_name=name,
@@ -168,11 +167,11 @@ def test_call_result_reads_the_attempt(ledger_url: str, tmp_path: Path) -> None:
     ledger = open_ledger(ledger_url)
     campaign = campaign_with_sheet(ledger, "summer", ["+12127360102"], tmp_path)
     claimed = place_test_row(ledger, campaign, NY_NUMBER, "summer")
-    result = calls.call_result(ledger, claimed.attempt_id)
+    result = test_calls.call_result(ledger, claimed.attempt_id)
     assert (result.outcome, result.has_record, result.duration) == (None, False, None)
     assert result.room_name == claimed.room_name
     with pytest.raises(LookupError):
-        calls.call_result(ledger, 10_000)
+        test_calls.call_result(ledger, 10_000)
     ledger.dispose()
 
 
