@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from campaign.config import get_settings
 from campaign.inbox import InboxPaths, pick_up
 from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler
@@ -21,17 +20,8 @@ from campaign.store import Contact, open_ledger
 from campaign.store.db import LEDGER_FAULTS
 from campaign.store.models import Rejection
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def livekit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The engine requires credentials; these runs end before any request is sent."""
-    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
-    monkeypatch.setenv("LIVEKIT_API_SECRET", "not-used-by-these-tests")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+# The engine requires LiveKit credentials; these runs end before any request is sent.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("livekit_settings")]
 
 
 CAMPAIGN_YAML = """\

@@ -24,7 +24,6 @@ import pytest
 from alembic import command
 from sqlalchemy import func, select
 
-from campaign.config import get_settings
 from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler, ScheduleError
 from campaign.store import Contact, open_ledger
@@ -32,17 +31,8 @@ from campaign.store import schedules as schedule_store
 from campaign.store.db import alembic_config
 from campaign.store.models import CampaignRun
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def livekit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The engine requires credentials; these runs end before any request is sent."""
-    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
-    monkeypatch.setenv("LIVEKIT_API_SECRET", "not-used-by-these-tests")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+# The engine requires LiveKit credentials; these runs end before any request is sent.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("livekit_settings")]
 
 
 NEW_YORK = ZoneInfo("America/New_York")
