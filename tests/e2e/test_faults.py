@@ -22,6 +22,7 @@ from campaign.store import open_ledger
 from devstack import config as devstack_config
 from devstack.phones import Behaviour, Event, read_log
 from tests.e2e.agent_worker import start_agent_worker, wait_for
+from tests.e2e.campaigns import write_campaign
 from tests.e2e.test_dialer import (
     DIALER,
     Setup,
@@ -31,7 +32,6 @@ from tests.e2e.test_dialer import (
     dialer_cli,
     numbers,
     phone_calls,
-    write_campaign,
 )
 
 pytestmark = pytest.mark.e2e

@@ -28,6 +28,7 @@ from campaign.store import Attempt, CallRecord, Contact, Ledger, open_ledger
 from campaign.store import dialing as store
 from devstack.phones import Behaviour, number_for, read_log
 from tests.e2e.agent_worker import AgentWorker, room_exists, start_agent_worker
+from tests.e2e.campaigns import campaign_doc
 
 pytestmark = pytest.mark.e2e
 
@@ -85,20 +86,9 @@ def setup(
     campaign_file = tmp / f"{CAMPAIGN}.yaml"
     campaign_file.write_text(
         yaml.safe_dump(
-            {
-                "name": CAMPAIGN,
-                "contacts": sheet.name,
-                "calling_hours": {
-                    "start": "00:00",
-                    "end": "24:00",
-                    "days": "all",
-                    "override_legal_limits": True,
-                },
-                "ringing_timeout": "8s",
-                "agent_join_timeout": "30s",
-                "max_call_duration": "45s",
-                "voicemail_message": "Hello {name}, please call us back.",
-            }
+            campaign_doc(
+                CAMPAIGN, sheet.name, voicemail_message="Hello {name}, please call us back."
+            )
         )
     )
     with start_agent_worker(database_url=url, env=devstack_env) as worker:

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 from campaign.store import Attempt, open_ledger
@@ -24,6 +25,7 @@ from campaign.store import schedules as schedule_store
 from devstack import phones
 from devstack.phones import Behaviour
 from tests.e2e.agent_worker import start_agent_worker
+from tests.e2e.campaigns import ALL_HOURS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -31,17 +33,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def write_campaign(workdir: Path, agent: str, *, agent_join_timeout: str) -> Path:
     campaigns = workdir / "campaigns"
     campaigns.mkdir(exist_ok=True)
-    (campaigns / "nightly.yaml").write_text(f"""\
-name: nightly
-contacts: nightly.csv
-region: US
-agent_name: {agent}
-max_concurrent_calls: 2
-calling_hours: {{start: "00:00", end: "24:00", days: all, override_legal_limits: true}}
-time_zone: America/New_York
-agent_join_timeout: {agent_join_timeout}
-retry: {{busy: never}}
-""")
+    doc = {
+        "name": "nightly",
+        "contacts": "nightly.csv",
+        "region": "US",
+        "agent_name": agent,
+        "max_concurrent_calls": 2,
+        "calling_hours": ALL_HOURS,
+        "time_zone": "America/New_York",
+        "agent_join_timeout": agent_join_timeout,
+        "retry": {"busy": "never"},
+    }
+    (campaigns / "nightly.yaml").write_text(yaml.safe_dump(doc))
     (campaigns / "nightly.csv").write_text(
         "Name,Phone\n"
         f"Busy Bee,{phones.NUMBERS[Behaviour.BUSY]}\n"
