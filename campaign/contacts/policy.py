@@ -64,68 +64,6 @@ class Rejected:
     cells: dict[str, str] = field(default_factory=dict)
 
 
-class AcceptedContacts(Sequence[ParsedContact]):
-    """The dialable rows of a sheet; each becomes a `ParsedContact` when it is read.
-
-    `dialer check` only counts them, and a million records with a dict of
-    variables each would cost more than checking their numbers did.
-    """
-
-    __slots__ = ("_columns", "_numbers", "_positions", "_sheet", "_variables")
-
-    def __init__(self, sheet: Sheet, columns: Columns) -> None:
-        self._sheet = sheet
-        self._columns = columns
-        self._variables = [(sheet.headers[index], index) for index in columns.variables]
-        self._positions: list[int] = []  #: indexes into `sheet.rows`
-        self._numbers: list[_Answer] = []
-
-    def add(self, position: int, number: _Answer) -> None:
-        """Accept the row at `sheet.rows[position]`, with its number (in row order)."""
-        self._positions.append(position)
-        self._numbers.append(number)
-
-    def __len__(self) -> int:
-        return len(self._positions)
-
-    @overload
-    def __getitem__(self, index: int) -> ParsedContact: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ParsedContact]: ...
-
-    def __getitem__(self, index: int | slice) -> ParsedContact | list[ParsedContact]:
-        if isinstance(index, slice):
-            return [self._contact(i) for i in range(len(self))[index]]
-        return self._contact(range(len(self))[index])
-
-    def __iter__(self) -> Iterator[ParsedContact]:
-        return map(self._contact, range(len(self)))
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} accepted contacts of {self._sheet.source}>"
-
-    def e164s(self) -> list[str]:
-        return [e164 for _, _, e164, *_ in self._numbers if e164]
-
-    def _contact(self, index: int) -> ParsedContact:
-        position, number = self._positions[index], NormalisedNumber._make(self._numbers[index])
-        row = self._sheet.rows[position]
-        columns, width = self._columns, len(row)
-        assert number.e164 is not None
-        zone = _zone_names().get(_cell(row, columns.timezone).casefold())
-        name = " ".join(cell for index in columns.name if (cell := _cell(row, index)))
-        return ParsedContact(
-            self._sheet.row_numbers[position],
-            number.e164,
-            number.raw,
-            _extension(number, row, columns),
-            name or None,
-            _narrowed(number.timezones, zone),
-            {header: (row[i] if i < width else "") for header, i in self._variables},
-        )
-
-
 #: A `NormalisedNumber` as a sheet's memo keeps it: a plain tuple of strings (the reason
 #: by its value). The collector stops tracking such a tuple after one look (never a
 #: NamedTuple, nor one holding an enum member), and then the memo holding a million of them,
@@ -166,6 +104,47 @@ class _Built(Sequence[_T]):
 
     def __repr__(self) -> str:
         return f"<{len(self)} rows>"
+
+
+class AcceptedContacts(_Built[ParsedContact]):
+    """The dialable rows of a sheet; each becomes a `ParsedContact` when it is read.
+
+    `dialer check` only counts them, and a million records with a dict of
+    variables each would cost more than checking their numbers did. Each row is kept
+    as (its index in `sheet.rows`, its number), added in row order.
+    """
+
+    __slots__ = ("_columns", "_sheet", "_variables")
+
+    def __init__(self, sheet: Sheet, columns: Columns) -> None:
+        super().__init__(self._contact)
+        self._sheet = sheet
+        self._columns = columns
+        self._variables = [(sheet.headers[index], index) for index in columns.variables]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} accepted contacts of {self._sheet.source}>"
+
+    def e164s(self) -> list[str]:
+        return [e164 for _, (_, _, e164, *_) in self._items if e164]
+
+    def _contact(self, item: tuple[Any, ...]) -> ParsedContact:
+        position, answer = item
+        number = NormalisedNumber._make(answer)
+        row = self._sheet.rows[position]
+        columns, width = self._columns, len(row)
+        assert number.e164 is not None
+        zone = _zone_names().get(_cell(row, columns.timezone).casefold())
+        name = " ".join(cell for index in columns.name if (cell := _cell(row, index)))
+        return ParsedContact(
+            self._sheet.row_numbers[position],
+            number.e164,
+            number.raw,
+            _extension(number, row, columns),
+            name or None,
+            _narrowed(number.timezones, zone),
+            {header: (row[i] if i < width else "") for header, i in self._variables},
+        )
 
 
 def _plain(number: NormalisedNumber) -> _Answer:

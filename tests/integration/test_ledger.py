@@ -115,9 +115,9 @@ def test_bad_url_is_one_clear_error() -> None:
 def test_missing_postgres_driver_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the `[postgres]` extra, a postgresql:// URL names the extra to install."""
     monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails
-    with pytest.raises(
-        LedgerError, match=r"pip install 'livekit-campaign-dialer\[postgres\]'"
-    ) as err:
+    with pytest.raises(LedgerError) as err:
         open_ledger("postgresql://u:secret@127.0.0.1:1/nothing")
-    assert "secret" not in str(err.value)
-    assert "\n" not in str(err.value)
+    assert str(err.value) == (
+        "a PostgreSQL ledger needs its driver (psycopg is not installed):"
+        " pip install 'livekit-campaign-dialer[postgres]'"
+    )
