@@ -15,7 +15,6 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count, pairwise
 from pathlib import Path
@@ -30,8 +29,8 @@ from campaign.dialer import Dialer, RunOptions
 from campaign.store import Attempt, Contact, Ledger, open_ledger, utcnow
 from campaign.telephony import Telephony
 from devstack.phones import Behaviour, Event, behaviour_for, number_for, read_log
-from tests.e2e.agent_worker import AgentWorker, start_agent_worker, wait_for
-from tests.e2e.campaigns import write_campaign
+from tests.campaigns import write_campaign
+from tests.e2e.agent_worker import Setup, sqlite_setup, start_agent_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -44,24 +43,13 @@ def numbers(behaviour: Behaviour, n: int) -> list[str]:
     return [number_for(behaviour, next(_index) % 990) for _ in range(n)]
 
 
-@dataclass
-class Setup:
-    ledger: Ledger
-    url: str
-    worker: AgentWorker
-    env: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def sqlite_stack(
     devstack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Setup]:
     """One SQLite ledger and one real agent worker writing its call records into it."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('dialer-e2e') / 'ledger.db'}"
-    ledger = open_ledger(url)
-    with start_agent_worker(database_url=url, env=devstack_env) as worker:
-        yield Setup(ledger, url, worker, devstack_env)
-    ledger.dispose()
+    with sqlite_setup(tmp_path_factory.mktemp("dialer-e2e"), devstack_env) as setup:
+        yield setup
 
 
 def prepared(path: Path, env: dict[str, str]) -> CampaignConfig:

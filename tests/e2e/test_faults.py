@@ -18,14 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from campaign.store import open_ledger
 from devstack import config as devstack_config
 from devstack.phones import Behaviour, Event, read_log
-from tests.e2e.agent_worker import start_agent_worker, wait_for
-from tests.e2e.campaigns import write_campaign
+from tests.campaigns import write_campaign
+from tests.e2e.agent_worker import Setup, sqlite_setup, wait_for
 from tests.e2e.test_dialer import (
     DIALER,
-    Setup,
     attempts_by_number,
     contacts_by_number,
     dialed,
@@ -49,11 +47,8 @@ def stack(
     devstack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Setup]:
     """One SQLite ledger and one real agent worker writing its call records into it."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('faults-e2e') / 'ledger.db'}"
-    ledger = open_ledger(url)
-    with start_agent_worker(database_url=url, env=devstack_env) as worker:
-        yield Setup(ledger, url, worker, devstack_env)
-    ledger.dispose()
+    with sqlite_setup(tmp_path_factory.mktemp("faults-e2e"), devstack_env) as setup:
+        yield setup
 
 
 def livekit_pid() -> int:

@@ -27,8 +27,9 @@ from sqlalchemy import func, select
 from campaign.store import Attempt, CallRecord, Contact, Ledger, open_ledger
 from campaign.store import dialing as store
 from devstack.phones import Behaviour, number_for, read_log
-from tests.e2e.agent_worker import AgentWorker, room_exists, start_agent_worker
-from tests.e2e.campaigns import campaign_doc
+from tests.campaigns import campaign_doc
+from tests.e2e import agent_worker
+from tests.e2e.agent_worker import room_exists, start_agent_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +42,9 @@ CALL_TIMEOUT_S = 150
 
 
 @dataclass
-class Setup:
-    ledger: Ledger
-    url: str
-    worker: AgentWorker
-    env: dict[str, str]
+class Setup(agent_worker.Setup):
+    """The shared setup, and the campaign file its sheet is in."""
+
     campaign_file: Path
 
     def run(

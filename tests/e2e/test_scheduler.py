@@ -24,8 +24,8 @@ from campaign.store import Attempt, open_ledger
 from campaign.store import schedules as schedule_store
 from devstack import phones
 from devstack.phones import Behaviour
+from tests.campaigns import ALL_HOURS
 from tests.e2e.agent_worker import start_agent_worker
-from tests.e2e.campaigns import ALL_HOURS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

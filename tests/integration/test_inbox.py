@@ -21,25 +21,16 @@ from campaign.store.db import LEDGER_FAULTS
 from campaign.store.models import Rejection
 
 # The engine requires LiveKit credentials; these runs end before any request is sent.
+from tests.campaigns import FINISHED_CAMPAIGN_YAML
+
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("livekit_settings")]
-
-
-CAMPAIGN_YAML = """\
-name: nightly
-contacts: nightly.csv
-region: US
-trunk_id: ST_test
-agent_name: test-agent
-time_zone: America/New_York
-end_at: 2020-01-01T00:00:00Z  # over: the engine runs and dials no one
-"""
 
 
 @pytest.fixture
 def service(any_ledger_url: str, tmp_path: Path) -> Iterator[CampaignScheduler]:
     campaigns = tmp_path / "campaigns"
     campaigns.mkdir()
-    (campaigns / "nightly.yaml").write_text(CAMPAIGN_YAML)
+    (campaigns / "nightly.yaml").write_text(FINISHED_CAMPAIGN_YAML)
     (campaigns / "nightly.csv").write_text("Name,Phone\nAda,+1 212-736-0101\n")
     scheduler = CampaignScheduler(
         open_ledger(any_ledger_url),

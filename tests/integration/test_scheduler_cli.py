@@ -13,25 +13,16 @@ import pytest
 
 from campaign.store import open_ledger
 from campaign.store import schedules as schedule_store
+from tests.campaigns import FINISHED_CAMPAIGN_YAML
 
 pytestmark = pytest.mark.integration
-
-CAMPAIGN_YAML = """\
-name: nightly
-contacts: nightly.csv
-region: US
-trunk_id: ST_test
-agent_name: test-agent
-time_zone: America/New_York
-end_at: 2020-01-01T00:00:00Z  # over: the engine runs and dials no one
-"""
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     campaigns = tmp_path / "campaigns"
     campaigns.mkdir()
-    (campaigns / "nightly.yaml").write_text(CAMPAIGN_YAML)
+    (campaigns / "nightly.yaml").write_text(FINISHED_CAMPAIGN_YAML)
     (campaigns / "nightly.csv").write_text("Name,Phone\nAda,+1 212-736-0101\n")
     return tmp_path
 

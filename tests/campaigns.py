@@ -1,5 +1,6 @@
-"""Campaign files for the e2e tests: a sheet and its YAML, dialled around the clock with
-the timeouts a busy 2-core machine needs."""
+"""Campaign files the tests share: one that is already over (the engine runs for real and
+stops before its first dial), and, for the e2e tests, a sheet and its YAML dialled around
+the clock with the timeouts a busy 2-core machine needs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ import csv
 from pathlib import Path
 
 import yaml
+
+#: a campaign whose end has passed: the engine runs and dials no one
+FINISHED_CAMPAIGN_YAML = """\
+name: nightly
+contacts: nightly.csv
+region: US
+trunk_id: ST_test
+agent_name: test-agent
+time_zone: America/New_York
+end_at: 2020-01-01T00:00:00Z  # over: the engine runs and dials no one
+"""
 
 #: every hour of every day (the phones are on loopback; no callee sleeps)
 ALL_HOURS: dict[str, object] = {
