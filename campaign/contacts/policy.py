@@ -129,20 +129,19 @@ class AcceptedContacts(_Built[ParsedContact]):
         return [e164 for _, (_, _, e164, *_) in self._items if e164]
 
     def _contact(self, item: tuple[Any, ...]) -> ParsedContact:
-        position, answer = item
-        number = NormalisedNumber._make(answer)
+        position, (raw, _, e164, extension, _, zones) = item
         row = self._sheet.rows[position]
         columns, width = self._columns, len(row)
-        assert number.e164 is not None
+        assert e164 is not None
         zone = _zone_names().get(_cell(row, columns.timezone).casefold())
         name = " ".join(cell for index in columns.name if (cell := _cell(row, index)))
         return ParsedContact(
             self._sheet.row_numbers[position],
-            number.e164,
-            number.raw,
-            _extension(number, row, columns),
+            e164,
+            raw,
+            _extension(extension, row, columns),
             name or None,
-            _narrowed(number.timezones, zone),
+            _narrowed(zones, zone),
             {header: (row[i] if i < width else "") for header, i in self._variables},
         )
 
@@ -160,10 +159,10 @@ def _narrowed(number_zones: tuple[str, ...], stated: str | None) -> tuple[str, .
     return (*number_zones, stated)
 
 
-def _extension(number: NormalisedNumber, row: Row, columns: Columns) -> str | None:
+def _extension(own: str | None, row: Row, columns: Columns) -> str | None:
     """The number's own extension, else the extension column's digits."""
-    if number.extension is not None or columns.extension is None:
-        return number.extension
+    if own is not None or columns.extension is None:
+        return own
     return re.sub(r"\D", "", _cell(row, columns.extension)) or None
 
 
@@ -284,7 +283,7 @@ def validate_sheet(
             continue
         number = row_numbers[position]
         if has_extension or own_extension:
-            extension = _extension(NormalisedNumber._make(answer), row, columns)
+            extension = _extension(own_extension, row, columns)
             if extension is not None and len(extension) > MAX_EXTENSION:
                 rejected.add(number, raw, Reason.BAD_EXTENSION.value, e164, row)
                 continue
