@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+## The demo and the tests use every extra: a PostgreSQL ledger, the offline agent,
+## the benchmarks' baselines and the test tools
+EXTRAS := dev,postgres,local,bench
 
 .PHONY: setup system testdeps test lint demo clean
 
@@ -12,7 +15,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 ## Debian packages and the LiveKit servers (built once, cached under .devstack/)

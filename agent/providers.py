@@ -21,9 +21,7 @@ from livekit.agents import tts as lk_tts
 from livekit.agents import vad as lk_vad
 from livekit.agents.voice.turn import TurnDetectionMode, TurnHandlingOptions
 
-from agent.local import EspeakTTS, PocketsphinxSTT, ScriptedLLM
-from agent.local.vocabulary import corpus
-from campaign.config import ProviderMode, Settings
+from campaign.config import ProviderMode, Settings, SettingsError
 from campaign.contract import Script
 
 logger = logging.getLogger(__name__)
@@ -89,6 +87,15 @@ def build_providers(
 ) -> Providers:
     """The providers `settings.agent_providers` names, for one call following `script`."""
     if settings.agent_providers is ProviderMode.LOCAL:
+        try:  # the offline speech to text is the `[local]` extra
+            from agent.local import EspeakTTS, PocketsphinxSTT, ScriptedLLM
+        except ModuleNotFoundError as exc:
+            raise SettingsError(
+                f"AGENT_PROVIDERS=local needs {exc.name}, which is not installed:"
+                " pip install 'livekit-campaign-dialer[local]'"
+            ) from None
+        from agent.local.vocabulary import corpus
+
         return Providers(
             stt=PocketsphinxSTT(phrases=corpus(script)),
             llm=ScriptedLLM(script=script, variables=variables),

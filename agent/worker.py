@@ -32,6 +32,7 @@ from agent.providers import build_providers, preload_turn_detector
 from agent.recorder import CallRecorder, replay_spool, spool_dir
 from campaign.config import Settings, get_settings
 from campaign.contract import AGENT_HEARTBEAT_ATTR, AGENT_HEARTBEAT_S, DialRequest
+from campaign.errors import validation_problems
 from campaign.outcomes import AmdResult, EndReason
 from campaign.store import Ledger, open_ledger
 
@@ -98,8 +99,7 @@ def parse_dial_request(metadata: str) -> DialRequest | None:
         return DialRequest.model_validate_json(metadata or "")
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'metadata'}: {err['msg']}"
-            for err in exc.errors()
+            f"{where or 'metadata'}: {message}" for where, message in validation_problems(exc)
         )
         logger.error("rejecting job: bad DialRequest in dispatch metadata: %s", problems)
         return None

@@ -26,11 +26,11 @@ from campaign.campaign_file import CampaignConfig, load_campaign
 from campaign.config import Settings, get_settings
 from campaign.contacts import normalise_number
 from campaign.dialer import Clock, Dialer, RunOptions
-from campaign.errors import UserError
+from campaign.errors import UserError, validation_problems
 from campaign.runner import prepare
-from campaign.store import Ledger, open_ledger, utcnow
+from campaign.store import Ledger, open_ledger, test_calls, utcnow
+from campaign.store import desk as desk_store
 from campaign.store import dialing as store
-from campaign.store import preflight as calls
 from campaign.telephony import Participant, Telephony, TelephonyError, mask_number
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class CallReport:
 
     campaign: str
     masked: str
-    result: calls.CallResult
+    result: test_calls.CallResult
 
     def lines(self) -> list[str]:
         """Outcome, disposition, duration and latency figures, one fact per line."""
@@ -96,7 +96,7 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
-def _turn_figures(turns: list[calls.TurnLatency]) -> list[tuple[str, list[float]]]:
+def _turn_figures(turns: list[test_calls.TurnLatency]) -> list[tuple[str, list[float]]]:
     """Per-turn latency figures that were measured, by name."""
     figures = {
         "turn total": [t.total_latency for t in turns],
@@ -143,7 +143,9 @@ def resolve_config(
         return load_campaign(config_file)
     if campaign is None:
         return default_config()
-    stored = calls.stored_config(ledger, campaign)
+    stored = desk_store.stored_config(ledger, campaign)
+    if stored is None:
+        raise store.CampaignNotFound(f"no campaign named {campaign!r} in the ledger")
     if not stored:
         raise CallError(
             f"campaign {campaign} has no stored campaign file yet (`dialer run` stores it);"
@@ -152,7 +154,7 @@ def resolve_config(
     try:
         return CampaignConfig.model_validate(stored)
     except ValidationError as exc:
-        first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        _, first = validation_problems(exc)[0]
         raise CallError(
             f"campaign {campaign}: its stored campaign file does not validate ({first});"
             " use --config"
@@ -219,7 +221,7 @@ async def place_test_call(
         await tel.check_access()
         dialer = Dialer(ledger, config, tel, options=RunOptions(), clock=clock)
         async with dialer.leased():
-            claimed = calls.start_test_call(
+            claimed = test_calls.start_test_call(
                 ledger,
                 campaign_id,
                 campaign_name=config.name,
@@ -243,7 +245,7 @@ async def place_test_call(
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
                 loop.remove_signal_handler(signal.SIGINT)
-    result = calls.call_result(ledger, claimed.attempt_id)
+    result = test_calls.call_result(ledger, claimed.attempt_id)
     if result.sip_status_code:
         emit(f"SIP {result.sip_status_code} {result.sip_status or ''}".rstrip())
     emit(f"ended: {result.outcome}")

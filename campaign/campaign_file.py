@@ -27,7 +27,7 @@ from pydantic import (
 
 from campaign.contacts import SheetError, variable_columns
 from campaign.contract import Script
-from campaign.errors import UserError
+from campaign.errors import UserError, validation_problems
 from campaign.retry import RetryPolicy, parse_duration
 from campaign.windows import CallingWindow, WindowError, format_clock, parse_clock, parse_days, zone
 
@@ -123,7 +123,7 @@ class Pricing(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            _, first = validation_problems(exc)[0]
             raise CampaignFileError(first) from None
 
 
@@ -238,10 +238,6 @@ class CampaignConfig(BaseModel):
         )
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(file)"
-
-
 def parse_campaign(data: Any, *, base_dir: Path, source: str) -> CampaignConfig:
     """Validate already-parsed YAML; sheet paths are resolved against `base_dir`."""
     if not isinstance(data, dict):
@@ -249,16 +245,9 @@ def parse_campaign(data: Any, *, base_dir: Path, source: str) -> CampaignConfig:
     try:
         config = CampaignConfig.model_validate(data)
     except ValidationError as exc:
-        problems: list[str] = []
-        for err in exc.errors():
-            message = str(err["msg"]).removeprefix("Value error, ")
-            loc = tuple(p for p in err["loc"] if not str(p).startswith(("RetryRule", "literal[")))
-            where = _where(loc)
-            # A rule-or-"never" field reports both union branches; the rule's error says more.
-            if message == "Input should be 'never'" and any(w.startswith(where) for w in problems):
-                continue
-            if f"{where}: {message}" not in problems:
-                problems.append(f"{where}: {message}")
+        problems = [
+            f"{where or '(file)'}: {message}" for where, message in validation_problems(exc)
+        ]
         raise CampaignFileError(f"{source}: " + "; ".join(problems)) from None
     except WindowError as exc:
         raise CampaignFileError(f"{source}: calling_hours: {exc}") from None

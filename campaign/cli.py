@@ -50,7 +50,7 @@ from campaign.live_view import status_table
 from campaign.report import safe_text, write_report
 from campaign.scheduler import RunResult, ScheduleView, campaign_scheduler
 from campaign.store import Ledger, LedgerError, open_ledger
-from campaign.store import imports as store
+from campaign.store import imports as import_store
 from campaign.store.db import DRIVER_ERRORS
 
 app = typer.Typer(
@@ -151,12 +151,12 @@ def check(
         if output is OutputFormat.JSON:  # scripts read stdout: the refusal is there too
             _print_json({"source": str(file), "errors": [{"line": exc.line, "message": str(exc)}]})
         raise
-    if output is OutputFormat.JSON:
-        _print_json(result.to_json())
-    elif output is OutputFormat.CSV:
-        _print_rows_csv(result)
-    else:
-        _print_check_table(result)
+    _emit(
+        output,
+        as_json=result.to_json,
+        as_csv=lambda: _check_csv(result),
+        as_table=lambda: _print_check_table(result),
+    )
 
 
 @app.command("import")
@@ -174,7 +174,7 @@ def import_(
     with _reading(file):
         data = read_sheet(file, sheet=sheet)
     with _progress(len(data)) as progress:
-        summary, result = store.import_sheet(
+        summary, result = import_store.import_sheet(
             ledger,
             data,
             campaign=campaign,
@@ -192,12 +192,11 @@ def campaigns(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) ->
     """List campaigns with their contact counts."""
     ledger = _ledger(db)
     with ledger.session() as session:
-        counts = store.campaign_counts(session)
-    if output is OutputFormat.JSON:
-        _print_json([_jsonable(vars_of(count)) for count in counts])
-        return
-    if output is OutputFormat.CSV:
-        _print_csv(
+        counts = import_store.campaign_counts(session)
+    _emit(
+        output,
+        as_json=lambda: [_jsonable(vars_of(count)) for count in counts],
+        as_csv=lambda: (
             ["name", "region", "status", "contacts", "rejections", "by_status"],
             (
                 [
@@ -210,8 +209,12 @@ def campaigns(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) ->
                 ]
                 for count in counts
             ),
-        )
-        return
+        ),
+        as_table=lambda: _print_campaigns_table(counts),
+    )
+
+
+def _print_campaigns_table(counts: Sequence[import_store.CampaignCounts]) -> None:
     if not counts:
         out.print("No campaigns yet. Create one with: dialer import FILE --campaign NAME")
         return
@@ -246,7 +249,9 @@ def dnc_add(
         raise SheetError(f"not a valid phone number: {', '.join(repr(raw) for raw in bad)}")
     ledger = _ledger(db)
     with ledger.session() as session:
-        added = store.add_dnc(session, [item.e164 for item in parsed if item.e164], note=note)
+        added = import_store.add_dnc(
+            session, [item.e164 for item in parsed if item.e164], note=note
+        )
     out.print(f"Added {added.added} number(s); {added.already_listed} already listed.")
 
 
@@ -270,7 +275,7 @@ def dnc_import(
         )
     numbers = result.numbers()
     with ledger.session() as session:
-        added = store.add_dnc(session, numbers, source="import", note=Path(file).name)
+        added = import_store.add_dnc(session, numbers, source="import", note=Path(file).name)
     unreadable = len(result.rows_without_number())
     out.print(
         f"Added {added.added} number(s) from {file}; {added.already_listed} already listed;"
@@ -290,7 +295,7 @@ def dnc_remove(
     e164s = [normalise_number(number, region_code).e164 or number for number in numbers]
     ledger = _ledger(db)
     with ledger.session() as session:
-        removed = store.remove_dnc(session, e164s)
+        removed = import_store.remove_dnc(session, e164s)
     out.print(f"Removed {removed} number(s).")
 
 
@@ -307,21 +312,26 @@ def dnc_list(db: DbOption = None, output: FormatOption = OutputFormat.TABLE) -> 
                 "note": entry.note,
                 "added_at": entry.added_at.isoformat(),
             }
-            for entry in store.dnc_entries(session)
+            for entry in import_store.dnc_entries(session)
         ]
-    if output is OutputFormat.JSON:
-        _print_json(entries)
-    elif output is OutputFormat.CSV:
-        fields = ["e164", "source", "note", "added_at"]
-        _print_csv(fields, ([entry[name] for name in fields] for entry in entries))
-    elif not entries:
+    fields = ["e164", "source", "note", "added_at"]
+    _emit(
+        output,
+        as_json=lambda: entries,
+        as_csv=lambda: (fields, ([entry[name] for name in fields] for entry in entries)),
+        as_table=lambda: _print_dnc_table(entries),
+    )
+
+
+def _print_dnc_table(entries: list[dict[str, Any]]) -> None:
+    if not entries:
         out.print("The do-not-call list is empty.")
-    else:
-        table = Table("Number", "Source", "Added", "Note")
-        for item in entries:
-            table.add_row(item["e164"], item["source"], item["added_at"][:16], item["note"] or "")
-        out.print(table)
-        out.print(f"{len(entries)} number(s).")
+        return
+    table = Table("Number", "Source", "Added", "Note")
+    for item in entries:
+        table.add_row(item["e164"], item["source"], item["added_at"][:16], item["note"] or "")
+    out.print(table)
+    out.print(f"{len(entries)} number(s).")
 
 
 # --------------------------------------------------------------------------- dialing
@@ -679,6 +689,22 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _emit(
+    output: OutputFormat,
+    *,
+    as_json: Callable[[], Any],
+    as_csv: Callable[[], tuple[Sequence[str], Iterable[Sequence[Any]]]],
+    as_table: Callable[[], None],
+) -> None:
+    """A listing in the `--format` asked for: every command's table / json / csv branch."""
+    if output is OutputFormat.JSON:
+        _print_json(as_json())
+    elif output is OutputFormat.CSV:
+        _print_csv(*as_csv())
+    else:
+        as_table()
+
+
 def _print_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """CSV on stdout; every text cell passes the workbook's gate (`report.safe_text`)."""
     writer = csv.writer(sys.stdout)
@@ -739,7 +765,7 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False))
 
 
-def _print_rows_csv(result: SheetResult) -> None:
+def _check_csv(result: SheetResult) -> tuple[list[str], Iterable[list[Any]]]:
     rows: list[tuple[int, list[Any]]] = []
     for c in result.accepted:
         zones = " ".join(c.timezones)
@@ -748,7 +774,7 @@ def _print_rows_csv(result: SheetResult) -> None:
         rows.append((d.row, [d.row, "duplicate", d.e164, d.raw, "", d.duplicate_of_row]))
     for r in result.rejected:
         rows.append((r.row, [r.row, "rejected", r.e164, r.raw, r.reason.value]))
-    _print_csv(
+    return (
         ["row", "status", "e164", "raw", "reason", "duplicate_of_row", "name", "timezones", "ext"],
         (row for _, row in sorted(rows, key=lambda item: item[0])),
     )
@@ -782,7 +808,7 @@ def _print_check_table(result: SheetResult) -> None:
         out.print(f"... and {len(problems) - TABLE_LIMIT} more (use --format csv for all)")
 
 
-def _print_import_summary(summary: store.ImportSummary, result: SheetResult) -> None:
+def _print_import_summary(summary: import_store.ImportSummary, result: SheetResult) -> None:
     out.print(
         f"[bold]{rich_escape(summary.campaign)}[/bold] <- {rich_escape(summary.source)}",
         markup=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from campaign.errors import UserError
+from campaign.errors import UserError, validation_problems
 
 
 class ProviderMode(StrEnum):
@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # refused with one line saying so, before it can fill the memory.
     sheet_max_rows: int = Field(default=1_000_000, ge=1, alias="DIALER_SHEET_MAX_ROWS")
     sheet_max_mb: int = Field(default=512, ge=1, alias="DIALER_SHEET_MAX_MB")
+    # false: every number goes through phonenumbers itself, not the fast path that follows
+    # its internals (for a phonenumbers release newer than the one pinned in pyproject.toml).
+    number_fast_path: bool = Field(default=True, alias="DIALER_NUMBER_FAST_PATH")
 
     agent_name: str = Field(default="campaign-agent", alias="AGENT_NAME")
     agent_providers: ProviderMode = Field(default=ProviderMode.CLOUD, alias="AGENT_PROVIDERS")
@@ -121,10 +124,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            name = ".".join(str(part) for part in err["loc"])
-            problems.append(f"{name}: {err['msg']}")
+        problems = [f"{name}: {message}" for name, message in validation_problems(exc)]
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 

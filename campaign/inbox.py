@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 
 from campaign.errors import UserError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Leave files younger than this alone: a copy into the inbox may still be in progress.
 DEFAULT_MIN_AGE_SECONDS = 10.0
@@ -73,7 +73,7 @@ def waiting_sheets(inbox: Path, *, min_age_seconds: float, now: float | None = N
         if name.lower().endswith(_TEMPORARY_SUFFIXES):
             continue
         if now - path.stat().st_mtime < min_age_seconds:
-            log.info("inbox: %s is still being written; next run picks it up", name)
+            logger.info("inbox: %s is still being written; next run picks it up", name)
             continue
         ready.append(path)
     return sorted(ready, key=lambda p: (p.stat().st_mtime, p.name))
@@ -113,7 +113,7 @@ def pick_up(
         paths.processed.mkdir(parents=True, exist_ok=True)
         target = paths.processed / stamped
         sheet.replace(target)
-        log.info("inbox: imported %s (moved to %s)", sheet.name, target)
+        logger.info("inbox: imported %s (moved to %s)", sheet.name, target)
         result.imported.append((target, imported))
     return result
 
@@ -133,7 +133,7 @@ def _fail(paths: InboxPaths, sheet: Path, stamped: str, exc: Exception) -> Path:
     sheet.replace(target)
     target.with_name(target.name + ".error.txt").write_text(reason + "\n")
     if isinstance(exc, UserError):
-        log.warning("inbox: %s failed: %s (moved to %s)", sheet.name, reason, target)
+        logger.warning("inbox: %s failed: %s (moved to %s)", sheet.name, reason, target)
     else:  # a bug or a library's surprise: keep the traceback for whoever fixes it
-        log.error("inbox: %s failed: %s (moved to %s)", sheet.name, reason, target, exc_info=exc)
+        logger.error("inbox: %s failed: %s (moved to %s)", sheet.name, reason, target, exc_info=exc)
     return target

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import xlsxwriter
 from sqlalchemy.orm import Session
+from xlsxwriter.utility import xl_col_to_name
 
 from campaign.campaign_file import CampaignFileError, Pricing
 from campaign.errors import UserError
@@ -52,7 +53,7 @@ from campaign.outcomes import AmdResult, ContactStatus, Outcome
 from campaign.store import Ledger
 from campaign.store import reporting as q
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SHEETS = ("Summary", "Contacts", "Attempts", "Turns", "Rejected", "Charts")
 #: Excel's limit for one cell's text
@@ -166,7 +167,7 @@ class _SheetBody:
         self.rows = 0
         self._quoted = styles["quoted"]
         self._encoders = [
-            (_column_letter(i), self._encoder(col.kind, styles)) for i, col in enumerate(columns)
+            (xl_col_to_name(i), self._encoder(col.kind, styles)) for i, col in enumerate(columns)
         ]
         # errors="replace": a lone surrogate from a bad sheet must not sink the report.
         self._fh: IO[str] = path.open("w", encoding="utf-8", errors="replace", newline="")
@@ -218,15 +219,6 @@ class _SheetBody:
     def close(self) -> None:
         self._flush()
         self._fh.close()
-
-
-def _column_letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
 
 
 # --- figures -------------------------------------------------------------------------
@@ -311,7 +303,7 @@ class _Zones:
             try:
                 self._cache[name] = ZoneInfo(name) if name else None
             except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-                log.warning("unknown time zone %r in the ledger; local times left blank", name)
+                logger.warning("unknown time zone %r in the ledger; local times left blank", name)
                 self._cache[name] = None
         return name, self._cache[name]
 
@@ -638,7 +630,7 @@ class _Book:
                     out.writestr(info, scaffold.read(info))
                     continue
                 head, tail = scaffold.read(info).decode("utf-8").split("</sheetData>")
-                last = f"{_column_letter(len(body.columns) - 1)}{body.rows + 1}"
+                last = f"{xl_col_to_name(len(body.columns) - 1)}{body.rows + 1}"
                 head = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}"/>', head)
                 big = body.path.stat().st_size > 1 << 30
                 with (
@@ -984,7 +976,7 @@ def write_report(
             except OSError as exc:
                 part.unlink(missing_ok=True)
                 raise ReportError(f"cannot write the report to {out}: {exc.strerror}") from None
-    log.info(
+    logger.info(
         "report for campaign %s written to %s (%d contacts, %d attempts, %d turns)",
         campaign.name,
         out,

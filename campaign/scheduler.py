@@ -62,18 +62,18 @@ from campaign.campaign_file import (
 )
 from campaign.config import Settings
 from campaign.contacts import validate_sheet
-from campaign.errors import UserError
+from campaign.errors import UserError, validation_problems
 from campaign.inbox import DEFAULT_MIN_AGE_SECONDS, InboxPaths, pick_up
 from campaign.report import default_report_path, write_report
 from campaign.runner import dial_campaign
 from campaign.store import Ledger, open_ledger
 from campaign.store import desk as desk_store
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 from campaign.store.db import LEDGER_FAULTS
 from campaign.store.imports import import_contacts
 from campaign.store.models import CampaignRun
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 # APScheduler narrates starting and stopping the paused scheduler that `dialer schedule`
 # uses only to reach the job store; our own log line says what changed.
 _admin_log = logging.getLogger(f"{__name__}.jobstore")
@@ -305,7 +305,7 @@ class _LeaseGuard:
     def __init__(
         self,
         ledger: Ledger,
-        lease: store.Lease,
+        lease: schedule_store.Lease,
         *,
         ttl: timedelta,
         heartbeat_seconds: float,
@@ -337,18 +337,20 @@ class _LeaseGuard:
         last_renewal = time.monotonic()
         while not self._done.wait(0.2):
             if self._outer_stop.is_set() and not self.run_stop.is_set():
-                log.info("campaign %s: stopping; calls in flight finish", self.lease.campaign)
+                logger.info("campaign %s: stopping; calls in flight finish", self.lease.campaign)
                 self.run_stop.set()
             if time.monotonic() - last_renewal < self._heartbeat:
                 continue
             try:
-                renewed = store.renew_run(self.ledger, self.lease, self._ttl)
+                renewed = schedule_store.renew_run(self.ledger, self.lease, self._ttl)
             except Exception as exc:  # the ledger blinked: retry next beat, the lease has slack
-                log.warning("campaign %s: cannot renew the run lock: %s", self.lease.campaign, exc)
+                logger.warning(
+                    "campaign %s: cannot renew the run lock: %s", self.lease.campaign, exc
+                )
                 continue
             last_renewal = time.monotonic()
             if renewed is None:
-                log.error(
+                logger.error(
                     "campaign %s: the run lock was taken over by another scheduler; stopping",
                     self.lease.campaign,
                 )
@@ -367,7 +369,7 @@ def fire(schedule_id: int, campaign: str) -> None:
     """The job function stored in `apscheduler_jobs` (by this name: keep it)."""
     service = _current
     if service is None:
-        log.error(
+        logger.error(
             "schedule %s (campaign %s) fired with no scheduler running", schedule_id, campaign
         )
         return
@@ -424,7 +426,7 @@ class CampaignScheduler:
 
     @contextmanager
     def _jobs(self) -> Iterator[_Scheduler]:
-        """The running scheduler, or a paused one just to read and write the job store."""
+        """The running scheduler, or a paused one just to read and write the job schedules."""
         if self._scheduler is not None:
             yield self._scheduler
             return
@@ -476,9 +478,11 @@ class CampaignScheduler:
         self.start()
         assert self._scheduler is not None
         views = self.schedules()
-        log.info("scheduler %s: %d schedule(s) on %s", self.owner, len(views), self.ledger.safe_url)
+        logger.info(
+            "scheduler %s: %d schedule(s) on %s", self.owner, len(views), self.ledger.safe_url
+        )
         for view in views:
-            log.info(
+            logger.info(
                 "schedule %s: campaign %s, cron %r %s, next run %s",
                 view.id,
                 view.campaign,
@@ -491,10 +495,10 @@ class CampaignScheduler:
         try:
             self._scheduler.run_until(self.stop)
         finally:
-            log.info("scheduler %s: stopping; waiting for runs in flight", self.owner)
+            logger.info("scheduler %s: stopping; waiting for runs in flight", self.owner)
             desk.join()
             self.shutdown()
-            log.info("scheduler %s: stopped", self.owner)
+            logger.info("scheduler %s: stopped", self.owner)
 
     # -- runs started from the desk
 
@@ -512,7 +516,7 @@ class CampaignScheduler:
             try:
                 request = desk_store.take_request(self.ledger, self.owner)
             except Exception as exc:  # the ledger blinked: look again next poll
-                log.warning("cannot read the desk's start requests: %s", exc)
+                logger.warning("cannot read the desk's start requests: %s", exc)
                 request = None
             if request is None:
                 slots.release()
@@ -534,7 +538,7 @@ class CampaignScheduler:
 
     def run_request(self, request: desk_store.RequestView) -> RunResult:
         """One desk-started run; the request is closed with the run's result line."""
-        log.info(
+        logger.info(
             "campaign %s: start requested by %s (request %s)",
             request.campaign,
             request.requested_by,
@@ -558,12 +562,12 @@ class CampaignScheduler:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
+        logger.info("received %s", signal.Signals(signum).name)
         self.request_stop()
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         schedule_id = int(str(event.job_id).removeprefix("schedule-"))
-        row = store.get_schedule(self.ledger, schedule_id)
+        row = schedule_store.get_schedule(self.ledger, schedule_id)
         campaign = row.campaign if row else "?"
         zone = parse_zone(row.timezone) if row else UTC
         due = event.scheduled_run_time.astimezone(zone)
@@ -572,8 +576,8 @@ class CampaignScheduler:
             f"missed the run due at {due:%Y-%m-%d %H:%M %Z}: more than {grace // 60} min late "
             "(the scheduler was not running); skipped"
         )
-        log.warning("schedule %s (campaign %s): %s", schedule_id, campaign, summary)
-        store.record_run(
+        logger.warning("schedule %s (campaign %s): %s", schedule_id, campaign, summary)
+        schedule_store.record_run(
             self.ledger,
             campaign,
             owner=self.owner,
@@ -598,7 +602,7 @@ class CampaignScheduler:
             raise ScheduleError("the misfire grace must be positive")
         self.load(campaign)  # refuse a schedule for a campaign that cannot run
         cron = " ".join(cron.split())
-        row = store.add_schedule(
+        row = schedule_store.add_schedule(
             self.ledger, campaign, cron, timezone, int(misfire_grace.total_seconds())
         )
         try:
@@ -614,19 +618,19 @@ class CampaignScheduler:
                     max_instances=1,
                 )
         except BaseException:
-            store.delete_schedule(self.ledger, row.id)
+            schedule_store.delete_schedule(self.ledger, row.id)
             raise
-        log.info("schedule %s added: campaign %s, cron %r %s", row.id, campaign, cron, timezone)
+        logger.info("schedule %s added: campaign %s, cron %r %s", row.id, campaign, cron, timezone)
         return self.view(row.id)
 
     def remove(self, schedule_id: int) -> None:
-        if store.get_schedule(self.ledger, schedule_id) is None:
+        if schedule_store.get_schedule(self.ledger, schedule_id) is None:
             raise ScheduleError(f"no schedule with id {schedule_id}")
         # Already gone from the job store is fine: the row goes next.
         with self._jobs() as scheduler, suppress(JobLookupError):
             scheduler.remove_job(job_id(schedule_id))
-        store.delete_schedule(self.ledger, schedule_id)
-        log.info("schedule %s removed", schedule_id)
+        schedule_store.delete_schedule(self.ledger, schedule_id)
+        logger.info("schedule %s removed", schedule_id)
 
     def view(self, schedule_id: int) -> ScheduleView:
         for view in self.schedules():
@@ -635,11 +639,11 @@ class CampaignScheduler:
         raise ScheduleError(f"no schedule with id {schedule_id}")
 
     def schedules(self, campaign: str | None = None) -> list[ScheduleView]:
-        rows = store.list_schedules(self.ledger, campaign)
+        rows = schedule_store.list_schedules(self.ledger, campaign)
         with self._jobs() as scheduler:
             jobs = {job.id: job for job in scheduler.get_jobs()}
         last: dict[int, CampaignRun] = {}
-        for run in store.recent_runs(self.ledger, limit=500):
+        for run in schedule_store.recent_runs(self.ledger, limit=500):
             if run.schedule_id is not None:
                 last.setdefault(run.schedule_id, run)
         views = []
@@ -681,7 +685,7 @@ class CampaignScheduler:
                 try:
                     return CampaignConfig.model_validate(stored), False
                 except ValidationError as exc:
-                    first = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                    _, first = validation_problems(exc)[0]
                     raise ScheduleError(
                         f"campaign {campaign}: its stored settings do not validate ({first})"
                     ) from None
@@ -703,7 +707,7 @@ class CampaignScheduler:
     ) -> RunResult:
         """One run of the campaign under its run lock; `self.stop` drains it."""
         started = time.monotonic()
-        lease = store.acquire_run(
+        lease = schedule_store.acquire_run(
             self.ledger,
             campaign,
             owner=self.owner,
@@ -712,10 +716,10 @@ class CampaignScheduler:
             schedule_id=schedule_id,
         )
         if lease is None:
-            holder = store.open_run(self.ledger, campaign)
+            holder = schedule_store.open_run(self.ledger, campaign)
             held_by = f"run {holder.id} by {holder.owner}" if holder else "another run"
             result = RunResult(campaign, "skipped", error=f"{held_by} is still running")
-            store.record_run(
+            schedule_store.record_run(
                 self.ledger,
                 campaign,
                 owner=self.owner,
@@ -724,7 +728,7 @@ class CampaignScheduler:
                 summary=result.line(),
                 schedule_id=schedule_id,
             )
-            log.warning("%s", result.line())
+            logger.warning("%s", result.line())
             return result
         with _LeaseGuard(
             self.ledger,
@@ -740,15 +744,17 @@ class CampaignScheduler:
             except UserError as exc:
                 result.error = str(exc)
             except Exception as exc:
-                log.exception("campaign %s: run failed", campaign)
+                logger.exception("campaign %s: run failed", campaign)
                 result.error = f"{type(exc).__name__}: {exc}"
         result.seconds = time.monotonic() - started
         # A lease taken over while we ran (we stalled past its expiry) cannot be closed.
-        if guard.lost or not store.finish_run(
+        if guard.lost or not schedule_store.finish_run(
             self.ledger, guard.lease, result.status, result.line()
         ):
             result.status = "lost"
-        log.log(logging.INFO if result.status == "done" else logging.WARNING, "%s", result.line())
+        logger.log(
+            logging.INFO if result.status == "done" else logging.WARNING, "%s", result.line()
+        )
         return result
 
     def _run_steps(self, result: RunResult, stop: threading.Event) -> None:
@@ -772,7 +778,7 @@ class CampaignScheduler:
             except Exception as exc:  # any sheet's failure is that sheet's, not the run's
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 result.sheet_errors.append(f"{sheet.name}: {reason}")
-                log.warning(
+                logger.warning(
                     "campaign %s: sheet %s not imported: %s",
                     config.name,
                     sheet,
@@ -793,7 +799,7 @@ class CampaignScheduler:
         """Validate and import one sheet; returns how many contacts were new."""
         checked = validate_sheet(sheet, region=config.region)
         summary = import_contacts(self.ledger, config.name, checked, source)
-        log.info(
+        logger.info(
             "campaign %s: %s: %d new, %d already present, %d rejected, %d duplicate(s)",
             config.name,
             source,

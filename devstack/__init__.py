@@ -7,6 +7,8 @@ table and the phones' log. See docs/devstack.md.
 
 from __future__ import annotations
 
+from dotenv import dotenv_values
+
 from devstack import config
 from devstack.errors import DevstackError
 
@@ -15,15 +17,8 @@ __all__ = ["DevstackError", "config", "env"]
 
 def env() -> dict[str, str]:
     """The variables in `.devstack/env` (LIVEKIT_URL, keys, SIP_OUTBOUND_TRUNK_ID)."""
-    try:
-        text = config.ENV_FILE.read_text()
-    except FileNotFoundError:
+    if not config.ENV_FILE.is_file():
         raise DevstackError(
             f"{config.ENV_FILE} not found: start the stack with `python -m devstack up`"
-        ) from None
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
+        )
+    return {key: value or "" for key, value in dotenv_values(config.ENV_FILE).items()}

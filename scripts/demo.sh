@@ -16,9 +16,9 @@ if [[ ! -x .venv/bin/python ]]; then
     say "creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import campaign.dialer, agent, devstack" 2>/dev/null; then
+if ! .venv/bin/python -c "import campaign.dialer, agent, devstack, pocketsphinx, psycopg" 2>/dev/null; then
     say "installing dependencies"
-    .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
+    .venv/bin/pip install -q -c constraints.txt -e '.[dev,postgres,local,bench]'
 fi
 
 was_up=$(.venv/bin/python -m devstack status 2>/dev/null | awk '$2 == "up" {print $1}' || true)

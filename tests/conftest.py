@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from campaign.config import get_settings
 from tests.pg import create_database, postgres_server
 
 
@@ -30,8 +31,18 @@ def sqlite_ledger_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def any_ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def any_ledger_url(request: pytest.FixtureRequest) -> str:
     """The same test on both ledger backends."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return create_database(request.getfixturevalue("postgres_url"))
+    return str(
+        request.getfixturevalue(f"{'sqlite' if request.param == 'sqlite' else 'pg'}_ledger_url")
+    )
+
+
+@pytest.fixture
+def livekit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """LiveKit credentials the engine requires, for runs that end before any request."""
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "not-used-by-these-tests")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

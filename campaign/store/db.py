@@ -67,7 +67,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+        try:
+            engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+        except ModuleNotFoundError as exc:  # the driver is the `[postgres]` extra
+            raise LedgerError(
+                f"a PostgreSQL ledger needs its driver ({exc.name} is not installed):"
+                " pip install 'livekit-campaign-dialer[postgres]'"
+            ) from None
     event.listen(engine, "handle_error", _without_values)
     return engine
 

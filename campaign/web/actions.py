@@ -42,7 +42,7 @@ from campaign.store.imports import ImportSummary
 from campaign.telephony import mask_number
 from campaign.web import forms
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class DeskError(ValueError):
@@ -78,7 +78,7 @@ def save_campaign(desk: Desk, data: dict[str, Any], *, create: bool) -> Campaign
     dialing.ensure_campaign(
         desk.ledger, config.name, region=config.region, config=forms.stored(config)
     )
-    log.info("campaign %s %s from the desk", config.name, "created" if create else "updated")
+    logger.info("campaign %s %s from the desk", config.name, "created" if create else "updated")
     return config
 
 
@@ -203,9 +203,9 @@ def test_call(desk: Desk, name: str, number: str, callee: str | None) -> TestCal
                 report = runner.run(
                     place_test_call(config, desk.ledger, desk.settings, number, name=callee)
                 )
-            log.info("test call to %s: %s", report.masked, report.result.outcome)
+            logger.info("test call to %s: %s", report.masked, report.result.outcome)
         except Exception:
-            log.exception("test call to %s failed", mask_number(e164))
+            logger.exception("test call to %s failed", mask_number(e164))
 
     threading.Thread(target=place, name=f"test-call-{name}", daemon=True).start()
     return TestCall(mask_number(e164), utcnow())

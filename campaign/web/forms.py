@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from campaign.campaign_file import CampaignConfig
+from campaign.errors import validation_problems
 from campaign.windows import WindowError
 
 #: outcomes with a retry rule of their own
@@ -238,13 +239,7 @@ def validate(data: Mapping[str, Any]) -> CampaignConfig:
         return CampaignConfig.model_validate(mapping)
     except ValidationError as exc:
         errors: dict[str, str] = {}
-        for err in exc.errors():
-            message = str(err["msg"]).removeprefix("Value error, ")
-            loc = [str(p) for p in err["loc"] if not str(p).startswith(("RetryRule", "literal["))]
-            where = ".".join(loc)
-            # A rule-or-"never" field reports both union branches; the rule's error says more.
-            if message == "Input should be 'never'" and any(k.startswith(where) for k in errors):
-                continue
+        for where, message in validation_problems(exc):
             key = where if where in FIELDS else _nearest(where)
             errors.setdefault(key, f"{where}: {message}" if key != where else message)
         raise FormErrors(errors) from None

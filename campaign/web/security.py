@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from campaign.store import Ledger
-from campaign.store import users as store
+from campaign.store import users as user_store
 from campaign.store.users import Principal
 
 Scope = MutableMapping[str, Any]
@@ -164,9 +164,9 @@ class Gate:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 return None
-            return store.token_principal(self.ledger, token.strip())
+            return user_store.token_principal(self.ledger, token.strip())
         cookie = _cookie(headers, SESSION_COOKIE)
-        return store.session_principal(self.ledger, cookie) if cookie else None
+        return user_store.session_principal(self.ledger, cookie) if cookie else None
 
 
 def _cookie(headers: Headers, name: str) -> str | None:

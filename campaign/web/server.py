@@ -21,7 +21,7 @@ from campaign.config import Settings
 from campaign.scheduler import campaign_scheduler
 from campaign.web.app import create_app
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def serve(
@@ -54,7 +54,7 @@ def serve(
             name="runner",
         )
         thread.start()
-    log.info(
+    logger.info(
         "desk on http://%s:%s (ledger %s, runner %s)",
         config.host,
         config.port,
@@ -65,7 +65,7 @@ def serve(
     # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the
     # handler that was there before it: ours, which drains the runner instead of dying.
     def drain(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
+        logger.info("received %s", signal.Signals(signum).name)
         scheduler.request_stop()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -74,7 +74,7 @@ def serve(
         server.run()
     finally:
         if thread is not None:
-            log.info("desk stopped; letting runs in flight finish")
+            logger.info("desk stopped; letting runs in flight finish")
             scheduler.request_stop()
             thread.join()
         scheduler.ledger.dispose()

@@ -22,7 +22,7 @@ from pathlib import Path
 from livekit import api
 
 from campaign.contract import DialRequest, Script
-from campaign.store import Attempt, Campaign, Contact, Ledger
+from campaign.store import Attempt, Campaign, Contact, Ledger, open_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = "Agent is ready"
@@ -180,3 +180,25 @@ async def room_exists(env: dict[str, str], room: str) -> bool:
     ) as lk:
         rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
     return bool(rooms.rooms)
+
+
+@dataclass
+class Setup:
+    """A ledger and a real agent worker writing its call records into it."""
+
+    ledger: Ledger
+    url: str
+    worker: AgentWorker
+    env: dict[str, str]
+
+
+@contextmanager
+def sqlite_setup(folder: Path, env: dict[str, str]) -> Iterator[Setup]:
+    """A SQLite ledger in `folder` and one real agent worker writing into it."""
+    url = f"sqlite:///{folder / 'ledger.db'}"
+    ledger = open_ledger(url)
+    try:
+        with start_agent_worker(database_url=url, env=env) as worker:
+            yield Setup(ledger, url, worker, env)
+    finally:
+        ledger.dispose()

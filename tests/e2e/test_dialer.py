@@ -8,7 +8,6 @@ up, so other test sessions dialing the stack's phones do not blur these phones' 
 from __future__ import annotations
 
 import asyncio
-import csv
 import os
 import signal
 import subprocess
@@ -16,13 +15,11 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count, pairwise
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import select
 
 from campaign import runner
@@ -32,7 +29,8 @@ from campaign.dialer import Dialer, RunOptions
 from campaign.store import Attempt, Contact, Ledger, open_ledger, utcnow
 from campaign.telephony import Telephony
 from devstack.phones import Behaviour, Event, behaviour_for, number_for, read_log
-from tests.e2e.agent_worker import AgentWorker, start_agent_worker, wait_for
+from tests.campaigns import write_campaign
+from tests.e2e.agent_worker import Setup, sqlite_setup, start_agent_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -45,62 +43,13 @@ def numbers(behaviour: Behaviour, n: int) -> list[str]:
     return [number_for(behaviour, next(_index) % 990) for _ in range(n)]
 
 
-@dataclass
-class Setup:
-    ledger: Ledger
-    url: str
-    worker: AgentWorker
-    env: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def sqlite_stack(
     devstack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Setup]:
     """One SQLite ledger and one real agent worker writing its call records into it."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('dialer-e2e') / 'ledger.db'}"
-    ledger = open_ledger(url)
-    with start_agent_worker(database_url=url, env=devstack_env) as worker:
-        yield Setup(ledger, url, worker, devstack_env)
-    ledger.dispose()
-
-
-def write_campaign(
-    tmp: Path,
-    name: str,
-    rows: list[dict[str, str]],
-    agent: str,
-    retry: dict[str, object] | None = None,
-    **fields: object,
-) -> Path:
-    """The sheet and the YAML. The worker refuses jobs while the machine is busy, so
-    `agent_unavailable` (not a dial) is retried soon."""
-    sheet = tmp / f"{name}.csv"
-    with sheet.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    doc: dict[str, object] = {
-        "name": name,
-        "contacts": sheet.name,
-        "agent_name": agent,
-        "calling_hours": {
-            "start": "00:00",
-            "end": "24:00",
-            "days": "all",
-            "override_legal_limits": True,
-        },
-        "ringing_timeout": "8s",
-        # Each call starts an agent job process; on a busy 2-core machine that takes a while.
-        "agent_join_timeout": "30s",
-        "max_call_duration": "45s",
-        "is_test": True,
-    }
-    doc.update(fields)
-    doc["retry"] = {"agent_unavailable": {"delay": "2s", "max_attempts": 20}, **(retry or {})}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    with sqlite_setup(tmp_path_factory.mktemp("dialer-e2e"), devstack_env) as setup:
+        yield setup
 
 
 def prepared(path: Path, env: dict[str, str]) -> CampaignConfig:

@@ -18,20 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from campaign.store import open_ledger
 from devstack import config as devstack_config
 from devstack.phones import Behaviour, Event, read_log
-from tests.e2e.agent_worker import start_agent_worker, wait_for
+from tests.campaigns import write_campaign
+from tests.e2e.agent_worker import Setup, sqlite_setup, wait_for
 from tests.e2e.test_dialer import (
     DIALER,
-    Setup,
     attempts_by_number,
     contacts_by_number,
     dialed,
     dialer_cli,
     numbers,
     phone_calls,
-    write_campaign,
 )
 
 pytestmark = pytest.mark.e2e
@@ -49,11 +47,8 @@ def stack(
     devstack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Setup]:
     """One SQLite ledger and one real agent worker writing its call records into it."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('faults-e2e') / 'ledger.db'}"
-    ledger = open_ledger(url)
-    with start_agent_worker(database_url=url, env=devstack_env) as worker:
-        yield Setup(ledger, url, worker, devstack_env)
-    ledger.dispose()
+    with sqlite_setup(tmp_path_factory.mktemp("faults-e2e"), devstack_env) as setup:
+        yield setup
 
 
 def livekit_pid() -> int:
@@ -61,6 +56,17 @@ def livekit_pid() -> int:
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     assert b"livekit-server" in cmdline, "the pid file does not name livekit-server"
     return pid
+
+
+def finish_with_a_second_dialer(setup: Setup, path: Path, log: Path) -> None:
+    """After the first dialer was killed: a second one on the same ledger runs the campaign
+    to its end (bounded) and exits 0."""
+    second = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, log)
+    try:
+        assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
 
 
 def status_of(setup: Setup, campaign: str) -> str:
@@ -204,12 +210,7 @@ def test_kill_9_while_ringing_keeps_what_the_phone_did(stack: Setup, tmp_path: P
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-    second = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, tmp_path / "2.log")
-    try:
-        assert second.wait(timeout=300) == 0, (tmp_path / "2.log").read_text()[-3000:]
-    finally:
-        if second.poll() is None:
-            second.kill()
+    finish_with_a_second_dialer(setup, path, tmp_path / "2.log")
     (attempt,) = attempts_by_number(setup.ledger, "e2e-kill-ringing")[number]
     assert (attempt.outcome, attempt.status) == ("no_answer", "done"), attempt.error
     assert contacts_by_number(setup.ledger, "e2e-kill-ringing")[number].status == "exhausted"
@@ -247,12 +248,7 @@ def test_kill_9_at_several_moments_loses_nothing(stack: Setup, tmp_path: Path, m
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-    second = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, tmp_path / "2.log")
-    try:
-        assert second.wait(timeout=300) == 0, (tmp_path / "2.log").read_text()[-3000:]
-    finally:
-        if second.poll() is None:
-            second.kill()
+    finish_with_a_second_dialer(setup, path, tmp_path / "2.log")
     attempts = attempts_by_number(setup.ledger, name)
     contacts = contacts_by_number(setup.ledger, name)
     phone = phone_calls(set(talks + others), since)

@@ -27,7 +27,9 @@ from sqlalchemy import func, select
 from campaign.store import Attempt, CallRecord, Contact, Ledger, open_ledger
 from campaign.store import dialing as store
 from devstack.phones import Behaviour, number_for, read_log
-from tests.e2e.agent_worker import AgentWorker, room_exists, start_agent_worker
+from tests.campaigns import campaign_doc
+from tests.e2e import agent_worker
+from tests.e2e.agent_worker import room_exists, start_agent_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -40,11 +42,9 @@ CALL_TIMEOUT_S = 150
 
 
 @dataclass
-class Setup:
-    ledger: Ledger
-    url: str
-    worker: AgentWorker
-    env: dict[str, str]
+class Setup(agent_worker.Setup):
+    """The shared setup, and the campaign file its sheet is in."""
+
     campaign_file: Path
 
     def run(
@@ -85,20 +85,9 @@ def setup(
     campaign_file = tmp / f"{CAMPAIGN}.yaml"
     campaign_file.write_text(
         yaml.safe_dump(
-            {
-                "name": CAMPAIGN,
-                "contacts": sheet.name,
-                "calling_hours": {
-                    "start": "00:00",
-                    "end": "24:00",
-                    "days": "all",
-                    "override_legal_limits": True,
-                },
-                "ringing_timeout": "8s",
-                "agent_join_timeout": "30s",
-                "max_call_duration": "45s",
-                "voicemail_message": "Hello {name}, please call us back.",
-            }
+            campaign_doc(
+                CAMPAIGN, sheet.name, voicemail_message="Hello {name}, please call us back."
+            )
         )
     )
     with start_agent_worker(database_url=url, env=devstack_env) as worker:

@@ -17,12 +17,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 from campaign.store import Attempt, open_ledger
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 from devstack import phones
 from devstack.phones import Behaviour
+from tests.campaigns import ALL_HOURS
 from tests.e2e.agent_worker import start_agent_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -31,17 +33,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def write_campaign(workdir: Path, agent: str, *, agent_join_timeout: str) -> Path:
     campaigns = workdir / "campaigns"
     campaigns.mkdir(exist_ok=True)
-    (campaigns / "nightly.yaml").write_text(f"""\
-name: nightly
-contacts: nightly.csv
-region: US
-agent_name: {agent}
-max_concurrent_calls: 2
-calling_hours: {{start: "00:00", end: "24:00", days: all, override_legal_limits: true}}
-time_zone: America/New_York
-agent_join_timeout: {agent_join_timeout}
-retry: {{busy: never}}
-""")
+    doc = {
+        "name": "nightly",
+        "contacts": "nightly.csv",
+        "region": "US",
+        "agent_name": agent,
+        "max_concurrent_calls": 2,
+        "calling_hours": ALL_HOURS,
+        "time_zone": "America/New_York",
+        "agent_join_timeout": agent_join_timeout,
+        "retry": {"busy": "never"},
+    }
+    (campaigns / "nightly.yaml").write_text(yaml.safe_dump(doc))
     (campaigns / "nightly.csv").write_text(
         "Name,Phone\n"
         f"Busy Bee,{phones.NUMBERS[Behaviour.BUSY]}\n"
@@ -122,7 +125,8 @@ def test_a_scheduled_run_fires_dials_through_livekit_and_writes_the_workbook(
     assert all(a.status == "done" and a.ended_at is not None for a in made)
     assert len(list((workdir / "metrics_reports").glob("nightly-*.xlsx"))) == 1
     ledger = open_ledger(f"sqlite:///{workdir / 'ledger.db'}")
-    run = store.recent_runs(ledger, "nightly")[-1]  # the first (a second may start at SIGTERM)
+    # the first (a second may start at SIGTERM)
+    run = schedule_store.recent_runs(ledger, "nightly")[-1]
     assert (run.trigger, run.status) == ("schedule", "done")
     assert run.summary is not None
     assert "2 new contact(s)" in run.summary
@@ -148,6 +152,6 @@ def test_sigterm_lets_attempts_in_flight_finish_and_exits_0(
     assert "received SIGTERM" in output
     assert "draining" in output
     ledger = open_ledger(f"sqlite:///{workdir / 'ledger.db'}")
-    (run,) = store.recent_runs(ledger, "nightly")
+    (run,) = schedule_store.recent_runs(ledger, "nightly")
     assert run.status == "interrupted", run.summary
     assert list((workdir / "metrics_reports").glob("nightly-*.xlsx"))

@@ -24,9 +24,9 @@ SHEET = "Name;Teléfono;Ciudad\nAna;(415) 555-2671;SF\nBeto;4155552671;SF\nCid;n
 
 
 @pytest.fixture
-def runner(ledger_url: str) -> Iterator[CliRunner]:
+def runner(sqlite_ledger_url: str) -> Iterator[CliRunner]:
     get_settings.cache_clear()  # settings are read once per process; each test has its ledger
-    yield CliRunner(env={"DIALER_DATABASE_URL": ledger_url, "DIALER_LOG_LEVEL": "WARNING"})
+    yield CliRunner(env={"DIALER_DATABASE_URL": sqlite_ledger_url, "DIALER_LOG_LEVEL": "WARNING"})
     get_settings.cache_clear()
 
 
@@ -92,9 +92,9 @@ def test_check_with_region_and_phone_column(runner: CliRunner, tmp_path: Path) -
     assert json.loads(result.stdout)["accepted"][0]["e164"] == "+447911123456"
 
 
-def test_check_writes_nothing(runner: CliRunner, sheet: Path, ledger_url: str) -> None:
+def test_check_writes_nothing(runner: CliRunner, sheet: Path, sqlite_ledger_url: str) -> None:
     assert runner.invoke(app, ["check", str(sheet)]).exit_code == 0
-    assert not Path(ledger_url.removeprefix("sqlite:///")).exists()
+    assert not Path(sqlite_ledger_url.removeprefix("sqlite:///")).exists()
 
 
 def test_import_twice_then_campaigns(runner: CliRunner, sheet: Path) -> None:
@@ -176,12 +176,14 @@ def dialer(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_errors_are_one_line_without_traceback(
-    tmp_path: Path, ledger_url: str, args: list[str], message: str, code: int
+    tmp_path: Path, sqlite_ledger_url: str, args: list[str], message: str, code: int
 ) -> None:
     (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04garbage")
     (tmp_path / "nophone.csv").write_text("Name,City\nAnn,SF\nBob,LA\n")
     (tmp_path / "unclosed.csv").write_text('Name,Phone\n"Ada,+12125550101\nBob,+12125550102\n')
-    completed = dialer([arg.format(tmp=tmp_path) for arg in args], DIALER_DATABASE_URL=ledger_url)
+    completed = dialer(
+        [arg.format(tmp=tmp_path) for arg in args], DIALER_DATABASE_URL=sqlite_ledger_url
+    )
     assert completed.returncode == code, completed.stderr
     assert "Traceback" not in completed.stderr
     lines = completed.stderr.strip().splitlines()
@@ -201,9 +203,9 @@ def test_errors_are_one_line_without_traceback(
     ],
 )
 def test_a_bad_setting_is_one_line_for_every_command(
-    ledger_url: str, args: list[str], variable: str, value: str
+    sqlite_ledger_url: str, args: list[str], variable: str, value: str
 ) -> None:
-    completed = dialer(args, DIALER_DATABASE_URL=ledger_url, **{variable: value})
+    completed = dialer(args, DIALER_DATABASE_URL=sqlite_ledger_url, **{variable: value})
     assert completed.returncode == 1
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid settings:"), completed.stderr

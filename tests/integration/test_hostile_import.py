@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from campaign.contacts import Reason, read_sheet
 from campaign.store import Contact, DncEntry, Rejection, open_ledger
-from campaign.store import imports as store
+from campaign.store import imports as import_store
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def test_hostile_rows_import_whole(any_ledger_url: str, tmp_path: Path) -> None:
     path = deep_folder(tmp_path) / "hostile.csv"
     path.write_text(HOSTILE, encoding="utf-8")
     ledger = open_ledger(any_ledger_url)
-    summary, result = store.import_sheet(
+    summary, result = import_store.import_sheet(
         ledger, read_sheet(path), campaign="hostile", region=None, default_region="US"
     )
     assert (summary.rows, summary.new, summary.rejected, summary.duplicates) == (6, 4, 2, 0)
@@ -71,7 +71,7 @@ def test_an_xlsx_with_a_stray_cell_imports_its_contacts(
     sheet["XFD1048576"] = "stray"
     workbook.save(path)
     ledger = open_ledger(any_ledger_url)
-    summary, _ = store.import_sheet(
+    summary, _ = import_store.import_sheet(
         ledger, read_sheet(path), campaign="stray", region=None, default_region="US"
     )
     assert (summary.new, summary.rejected) == (2, 1)  # the stray cell's row has no number

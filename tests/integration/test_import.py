@@ -11,7 +11,7 @@ from sqlalchemy import select
 from campaign.contacts import read_sheet, validate_sheet
 from campaign.outcomes import ContactStatus
 from campaign.store import Contact, Rejection, open_ledger
-from campaign.store import imports as store
+from campaign.store import imports as import_store
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def write(path: Path, text: str) -> Path:
 def contacts(any_ledger_url: str, campaign: str) -> list[Contact]:
     ledger = open_ledger(any_ledger_url, migrate=False)
     with ledger.session() as session:
-        campaign_id = store.get_or_create_campaign(session, campaign, "US").id
+        campaign_id = import_store.get_or_create_campaign(session, campaign, "US").id
         return list(
             session.scalars(
                 select(Contact).where(Contact.campaign_id == campaign_id).order_by(Contact.id)
@@ -43,7 +43,7 @@ def contacts(any_ledger_url: str, campaign: str) -> list[Contact]:
 def test_import_writes_contacts_and_rejections(any_ledger_url: str, tmp_path: Path) -> None:
     ledger = open_ledger(any_ledger_url)
     sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
-    summary, _ = store.import_sheet(
+    summary, _ = import_store.import_sheet(
         ledger, sheet, campaign="spring", region=None, default_region="US"
     )
     assert (summary.rows, summary.new, summary.already_present) == (4, 2, 0)
@@ -72,8 +72,8 @@ def test_import_writes_contacts_and_rejections(any_ledger_url: str, tmp_path: Pa
 def test_importing_the_same_sheet_twice_adds_nothing(any_ledger_url: str, tmp_path: Path) -> None:
     ledger = open_ledger(any_ledger_url)
     sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
-    store.import_sheet(ledger, sheet, campaign="spring", region="US", default_region="US")
-    again, _ = store.import_sheet(
+    import_store.import_sheet(ledger, sheet, campaign="spring", region="US", default_region="US")
+    again, _ = import_store.import_sheet(
         ledger, sheet, campaign="spring", region="US", default_region="US"
     )
     assert (again.new, again.already_present) == (0, 2)
@@ -90,8 +90,8 @@ def test_dedupe_spans_sheets_of_one_campaign_but_not_campaigns(
     second = read_sheet(
         write(tmp_path / "b.csv", "Name,Mobile\nAnn L.,4155552671\nDee,(646) 555-0100\n")
     )
-    store.import_sheet(ledger, first, campaign="spring", region=None, default_region="US")
-    summary, _ = store.import_sheet(
+    import_store.import_sheet(ledger, first, campaign="spring", region=None, default_region="US")
+    summary, _ = import_store.import_sheet(
         ledger, second, campaign="spring", region=None, default_region="US"
     )
     assert (summary.new, summary.already_present) == (1, 1)
@@ -100,7 +100,7 @@ def test_dedupe_spans_sheets_of_one_campaign_but_not_campaigns(
         "+12125550187",
         "+16465550100",
     ]
-    other, _ = store.import_sheet(
+    other, _ = import_store.import_sheet(
         ledger, second, campaign="autumn", region=None, default_region="US"
     )
     assert other.new == 2
@@ -109,9 +109,9 @@ def test_dedupe_spans_sheets_of_one_campaign_but_not_campaigns(
 def test_campaign_region_is_used_when_none_is_given(any_ledger_url: str, tmp_path: Path) -> None:
     ledger = open_ledger(any_ledger_url)
     gb = read_sheet(write(tmp_path / "gb.csv", "Name,Phone\nAnn,07911 123456\n"))
-    store.import_sheet(ledger, gb, campaign="uk", region="GB", default_region="US")
+    import_store.import_sheet(ledger, gb, campaign="uk", region="GB", default_region="US")
     more = read_sheet(write(tmp_path / "gb2.csv", "Name,Phone\nBob,020 7946 0958\n"))
-    summary, result = store.import_sheet(
+    summary, result = import_store.import_sheet(
         ledger, more, campaign="uk", region=None, default_region="US"
     )
     assert result.region == "GB"
@@ -121,15 +121,15 @@ def test_campaign_region_is_used_when_none_is_given(any_ledger_url: str, tmp_pat
 def test_dnc_list_is_applied_at_import(any_ledger_url: str, tmp_path: Path) -> None:
     ledger = open_ledger(any_ledger_url)
     with ledger.session() as session:
-        added = store.add_dnc(session, ["+12125550187", "+12125550187"], note="asked")
+        added = import_store.add_dnc(session, ["+12125550187", "+12125550187"], note="asked")
         assert (added.added, added.already_listed) == (1, 0)
     with ledger.session() as session:
-        assert store.add_dnc(session, ["+12125550187"]).already_listed == 1
-        assert store.is_dnc(session, "+12125550187")
-        assert not store.is_dnc(session, "+14155552671")
-        assert store.dnc_set(session) == {"+12125550187"}
+        assert import_store.add_dnc(session, ["+12125550187"]).already_listed == 1
+        assert import_store.is_dnc(session, "+12125550187")
+        assert not import_store.is_dnc(session, "+14155552671")
+        assert import_store.dnc_set(session) == {"+12125550187"}
     sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
-    summary, _ = store.import_sheet(
+    summary, _ = import_store.import_sheet(
         ledger, sheet, campaign="spring", region=None, default_region="US"
     )
     assert (summary.new, summary.dnc) == (1, 1)
@@ -145,8 +145,8 @@ def test_dnc_added_after_a_check_still_blocks_the_import(
     ledger = open_ledger(any_ledger_url)
     result = validate_sheet(write(tmp_path / "leads.csv", SHEET), region="US")
     with ledger.session() as session:
-        store.add_dnc(session, ["+14155552671"])
-    summary = store.import_contacts(ledger, "spring", result, "leads.csv")
+        import_store.add_dnc(session, ["+14155552671"])
+    summary = import_store.import_contacts(ledger, "spring", result, "leads.csv")
     assert (summary.new, summary.dnc, summary.rejected) == (1, 1, 2)
     assert [c.e164 for c in contacts(any_ledger_url, "spring")] == ["+12125550187"]
 
@@ -154,15 +154,18 @@ def test_dnc_added_after_a_check_still_blocks_the_import(
 def test_dnc_entries_remove_and_counts(any_ledger_url: str, tmp_path: Path) -> None:
     ledger = open_ledger(any_ledger_url)
     with ledger.session() as session:
-        store.add_dnc(session, ["+14155552671", "+12125550187"], source="import")
+        import_store.add_dnc(session, ["+14155552671", "+12125550187"], source="import")
     with ledger.session() as session:
-        assert [e.e164 for e in store.dnc_entries(session)] == ["+12125550187", "+14155552671"]
-        assert store.remove_dnc(session, ["+14155552671", "+19999999999"]) == 1
-        assert store.dnc_set(session) == {"+12125550187"}
+        assert [e.e164 for e in import_store.dnc_entries(session)] == [
+            "+12125550187",
+            "+14155552671",
+        ]
+        assert import_store.remove_dnc(session, ["+14155552671", "+19999999999"]) == 1
+        assert import_store.dnc_set(session) == {"+12125550187"}
     sheet = read_sheet(write(tmp_path / "leads.csv", SHEET))
-    store.import_sheet(ledger, sheet, campaign="spring", region=None, default_region="US")
+    import_store.import_sheet(ledger, sheet, campaign="spring", region=None, default_region="US")
     with ledger.session() as session:
-        (counts,) = store.campaign_counts(session)
+        (counts,) = import_store.campaign_counts(session)
     assert (counts.name, counts.region, counts.contacts) == ("spring", "US", 1)
     assert counts.by_status == {"pending": 1}
     assert counts.rejections == 3  # duplicate, unparseable, do_not_call

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from campaign.config import get_settings
 from campaign.inbox import InboxPaths, pick_up
 from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler
@@ -21,35 +20,17 @@ from campaign.store import Contact, open_ledger
 from campaign.store.db import LEDGER_FAULTS
 from campaign.store.models import Rejection
 
-pytestmark = pytest.mark.integration
+# The engine requires LiveKit credentials; these runs end before any request is sent.
+from tests.campaigns import FINISHED_CAMPAIGN_YAML
 
-
-@pytest.fixture(autouse=True)
-def livekit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The engine requires credentials; these runs end before any request is sent."""
-    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
-    monkeypatch.setenv("LIVEKIT_API_SECRET", "not-used-by-these-tests")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
-CAMPAIGN_YAML = """\
-name: nightly
-contacts: nightly.csv
-region: US
-trunk_id: ST_test
-agent_name: test-agent
-time_zone: America/New_York
-end_at: 2020-01-01T00:00:00Z  # over: the engine runs and dials no one
-"""
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("livekit_settings")]
 
 
 @pytest.fixture
 def service(any_ledger_url: str, tmp_path: Path) -> Iterator[CampaignScheduler]:
     campaigns = tmp_path / "campaigns"
     campaigns.mkdir()
-    (campaigns / "nightly.yaml").write_text(CAMPAIGN_YAML)
+    (campaigns / "nightly.yaml").write_text(FINISHED_CAMPAIGN_YAML)
     (campaigns / "nightly.csv").write_text("Name,Phone\nAda,+1 212-736-0101\n")
     scheduler = CampaignScheduler(
         open_ledger(any_ledger_url),

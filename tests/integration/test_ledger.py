@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -148,3 +149,14 @@ def test_free_text_from_outside_is_clipped_not_refused(any_ledger_url: str) -> N
         record = s.scalars(select(CallRecord)).one()
         assert record.disposition == "d" * 50
         assert record.callback_at is not None and len(record.callback_at) == 100
+
+
+def test_missing_postgres_driver_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the `[postgres]` extra, a postgresql:// URL names the extra to install."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails
+    with pytest.raises(LedgerError) as err:
+        open_ledger("postgresql://u:secret@127.0.0.1:1/nothing")
+    assert str(err.value) == (
+        "a PostgreSQL ledger needs its driver (psycopg is not installed):"
+        " pip install 'livekit-campaign-dialer[postgres]'"
+    )

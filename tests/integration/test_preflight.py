@@ -16,9 +16,8 @@ from campaign.contacts import read_sheet
 from campaign.outcomes import ContactStatus
 from campaign.pacing import TokenBucket
 from campaign.preflight import Status, check_ledger
-from campaign.store import Contact, Ledger, open_ledger
+from campaign.store import Contact, Ledger, open_ledger, test_calls
 from campaign.store import dialing as store
-from campaign.store import preflight as calls
 from campaign.store.imports import add_dnc, campaign_counts, import_sheet
 from campaign.windows import CallingWindow
 
@@ -74,7 +73,7 @@ def campaign_with_sheet(ledger: Ledger, name: str, numbers: list[str], folder: P
 
 
 def place_test_row(ledger: Ledger, campaign_id: int, e164: str, name: str) -> store.Claimed:
-    return calls.start_test_call(
+    return test_calls.start_test_call(
         ledger,
         campaign_id,
         campaign_name=name,
@@ -89,8 +88,8 @@ def place_test_row(ledger: Ledger, campaign_id: int, e164: str, name: str) -> st
     )
 
 
-def test_a_test_call_is_kept_out_of_the_campaign(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_a_test_call_is_kept_out_of_the_campaign(sqlite_ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(sqlite_ledger_url)
     campaign = campaign_with_sheet(ledger, "spring", ["+12127360102"], tmp_path)
     claimed = place_test_row(ledger, campaign, NY_NUMBER, "spring")
     again = place_test_row(ledger, campaign, NY_NUMBER, "spring")
@@ -145,9 +144,9 @@ def campaign_counts_of(ledger: Ledger) -> list[dict[str, int]]:
 
 
 def test_a_number_test_called_first_still_imports_from_a_sheet(
-    ledger_url: str, tmp_path: Path
+    sqlite_ledger_url: str, tmp_path: Path
 ) -> None:
-    ledger = open_ledger(ledger_url)
+    ledger = open_ledger(sqlite_ledger_url)
     campaign = campaign_with_sheet(ledger, "autumn", ["+12127360102"], tmp_path)
     place_test_row(ledger, campaign, NY_NUMBER, "autumn")
     campaign_with_sheet(ledger, "autumn", ["+12127360102", NY_NUMBER], tmp_path)
@@ -164,15 +163,15 @@ def test_a_number_test_called_first_still_imports_from_a_sheet(
     ledger.dispose()
 
 
-def test_call_result_reads_the_attempt(ledger_url: str, tmp_path: Path) -> None:
-    ledger = open_ledger(ledger_url)
+def test_call_result_reads_the_attempt(sqlite_ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(sqlite_ledger_url)
     campaign = campaign_with_sheet(ledger, "summer", ["+12127360102"], tmp_path)
     claimed = place_test_row(ledger, campaign, NY_NUMBER, "summer")
-    result = calls.call_result(ledger, claimed.attempt_id)
+    result = test_calls.call_result(ledger, claimed.attempt_id)
     assert (result.outcome, result.has_record, result.duration) == (None, False, None)
     assert result.room_name == claimed.room_name
     with pytest.raises(LookupError):
-        calls.call_result(ledger, 10_000)
+        test_calls.call_result(ledger, 10_000)
     ledger.dispose()
 
 
@@ -187,8 +186,8 @@ def all_day(name: str = "c") -> CampaignConfig:
     )
 
 
-def test_check_number_takes_a_number_like_a_sheet_row(ledger_url: str) -> None:
-    ledger = open_ledger(ledger_url)
+def test_check_number_takes_a_number_like_a_sheet_row(sqlite_ledger_url: str) -> None:
+    ledger = open_ledger(sqlite_ledger_url)
     e164, extension, zones = check_number(ledger, all_day(), "(212) 736-0101 ext. 12", WED_NOON_NY)
     assert (e164, extension, zones) == (NY_NUMBER, "12", ["America/New_York"])
     with pytest.raises(CallError, match=r"'12345' is not dialable: invalid"):
@@ -200,8 +199,8 @@ def test_check_number_takes_a_number_like_a_sheet_row(ledger_url: str) -> None:
     ledger.dispose()
 
 
-def test_check_number_follows_the_calling_hours_in_the_numbers_zone(ledger_url: str) -> None:
-    ledger = open_ledger(ledger_url)
+def test_check_number_follows_the_calling_hours_in_the_numbers_zone(sqlite_ledger_url: str) -> None:
+    ledger = open_ledger(sqlite_ledger_url)
     with pytest.raises(CallError) as closed:
         check_number(ledger, all_day(), NY_NUMBER, WED_NIGHT_NY)
     assert str(closed.value) == (
@@ -215,9 +214,9 @@ def test_check_number_follows_the_calling_hours_in_the_numbers_zone(ledger_url: 
 
 
 def test_resolve_config_from_a_stored_campaign_a_file_or_defaults(
-    ledger_url: str, tmp_path: Path
+    sqlite_ledger_url: str, tmp_path: Path
 ) -> None:
-    ledger = open_ledger(ledger_url)
+    ledger = open_ledger(sqlite_ledger_url)
     assert resolve_config(ledger, campaign=None, config_file=None) == default_config()
     with pytest.raises(CallError, match="not both"):
         resolve_config(ledger, campaign="x", config_file=tmp_path / "x.yaml")

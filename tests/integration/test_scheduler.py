@@ -24,25 +24,15 @@ import pytest
 from alembic import command
 from sqlalchemy import func, select
 
-from campaign.config import get_settings
 from campaign.runner import dial_campaign
 from campaign.scheduler import CampaignScheduler, ScheduleError
 from campaign.store import Contact, open_ledger
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 from campaign.store.db import alembic_config
 from campaign.store.models import CampaignRun
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def livekit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The engine requires credentials; these runs end before any request is sent."""
-    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
-    monkeypatch.setenv("LIVEKIT_API_SECRET", "not-used-by-these-tests")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+# The engine requires LiveKit credentials; these runs end before any request is sent.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("livekit_settings")]
 
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -113,7 +103,7 @@ def service(sqlite_ledger_url: str, campaigns_dir: Path) -> Iterator[CampaignSch
 
 
 def runs(service: CampaignScheduler) -> list[CampaignRun]:
-    return list(reversed(store.recent_runs(service.ledger, "nightly")))
+    return list(reversed(schedule_store.recent_runs(service.ledger, "nightly")))
 
 
 def wait_for_runs(service: CampaignScheduler, count: int, timeout: float = 60) -> list[CampaignRun]:
@@ -209,7 +199,7 @@ def test_a_run_never_overlaps_another_run_of_the_campaign(
 ) -> None:
     service.start()
     service.add("nightly", "0 19 * * *", "America/New_York")
-    other = store.acquire_run(
+    other = schedule_store.acquire_run(
         service.ledger, "nightly", owner="elsewhere", trigger="schedule", ttl=timedelta(minutes=2)
     )
     assert other is not None
@@ -222,7 +212,7 @@ def test_a_run_never_overlaps_another_run_of_the_campaign(
     with service.ledger.session() as s:
         assert s.scalar(select(func.count()).select_from(Contact)) == 0
 
-    assert store.finish_run(service.ledger, other, "done", "finished elsewhere")
+    assert schedule_store.finish_run(service.ledger, other, "done", "finished elsewhere")
     result = service.run("nightly")  # `dialer schedule run-now`
     assert result.status == "done", result.line()
 
@@ -238,7 +228,7 @@ def test_a_campaign_that_cannot_run_fails_its_run_with_one_line(
     assert "\n" not in result.line()
     (run,) = runs(service)
     assert (run.status, run.summary) == ("failed", result.line())
-    assert store.open_run(service.ledger, "nightly") is None  # the lock is released
+    assert schedule_store.open_run(service.ledger, "nightly") is None  # the lock is released
 
 
 def test_stop_before_dialing_records_an_interrupted_run(service: CampaignScheduler) -> None:

@@ -12,26 +12,17 @@ from pathlib import Path
 import pytest
 
 from campaign.store import open_ledger
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
+from tests.campaigns import FINISHED_CAMPAIGN_YAML
 
 pytestmark = pytest.mark.integration
-
-CAMPAIGN_YAML = """\
-name: nightly
-contacts: nightly.csv
-region: US
-trunk_id: ST_test
-agent_name: test-agent
-time_zone: America/New_York
-end_at: 2020-01-01T00:00:00Z  # over: the engine runs and dials no one
-"""
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     campaigns = tmp_path / "campaigns"
     campaigns.mkdir()
-    (campaigns / "nightly.yaml").write_text(CAMPAIGN_YAML)
+    (campaigns / "nightly.yaml").write_text(FINISHED_CAMPAIGN_YAML)
     (campaigns / "nightly.csv").write_text("Name,Phone\nAda,+1 212-736-0101\n")
     return tmp_path
 
@@ -155,6 +146,6 @@ def test_scheduler_sees_new_schedules_and_exits_0_on_sigterm(
     assert "received SIGTERM" in output
     assert "stopped" in output
     assert "Traceback" not in output
-    runs = store.recent_runs(open_ledger(sqlite_ledger_url), "nightly")
+    runs = schedule_store.recent_runs(open_ledger(sqlite_ledger_url), "nightly")
     assert runs
     assert {(run.trigger, run.status) for run in runs} == {("schedule", "done")}

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from campaign.store import open_ledger
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 from campaign.store.models import CampaignRun, utcnow
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ CONTENDER = """
 import json, sys, time
 from datetime import timedelta
 from campaign.store import open_ledger
-from campaign.store import schedules as store
+from campaign.store import schedules as schedule_store
 url, owner = sys.argv[1], sys.argv[2]
 start_at, hold, ttl = (float(arg) for arg in sys.argv[3:6])
 ledger = open_ledger(url, migrate=False)
@@ -35,11 +35,11 @@ with ledger.engine.connect():
     pass  # connect before the race, so the race is about the lock
 time.sleep(max(0.0, start_at - time.time()))
 ttl = timedelta(seconds=ttl)
-lease = store.acquire_run(ledger, "nightly", owner=owner, trigger="schedule", ttl=ttl)
+lease = schedule_store.acquire_run(ledger, "nightly", owner=owner, trigger="schedule", ttl=ttl)
 print(json.dumps({"owner": owner, "run_id": lease.run_id if lease else None}), flush=True)
 if lease is not None:
     time.sleep(hold)
-    store.finish_run(ledger, lease, "done", "held")
+    schedule_store.finish_run(ledger, lease, "done", "held")
 """
 
 
@@ -97,7 +97,7 @@ def test_a_crashed_owners_lease_is_taken_over_once_expired(pg_ledger_url: str) -
 
     # Still within its time to live: nobody may take it.
     assert (
-        store.acquire_run(
+        schedule_store.acquire_run(
             ledger, "nightly", owner="b", trigger="schedule", ttl=timedelta(seconds=60)
         )
         is None
@@ -106,7 +106,7 @@ def test_a_crashed_owners_lease_is_taken_over_once_expired(pg_ledger_url: str) -
     lease = None
     while lease is None and time.monotonic() < deadline:
         time.sleep(0.25)
-        lease = store.acquire_run(
+        lease = schedule_store.acquire_run(
             ledger, "nightly", owner="b", trigger="schedule", ttl=timedelta(seconds=60)
         )
     assert lease is not None
@@ -120,40 +120,42 @@ def test_a_crashed_owners_lease_is_taken_over_once_expired(pg_ledger_url: str) -
 def test_renewing_keeps_the_lease_and_a_lost_lease_cannot_renew(any_ledger_url: str) -> None:
     ledger = open_ledger(any_ledger_url)
     ttl = timedelta(seconds=30)
-    a = store.acquire_run(ledger, "nightly", owner="a", trigger="schedule", ttl=ttl)
+    a = schedule_store.acquire_run(ledger, "nightly", owner="a", trigger="schedule", ttl=ttl)
     assert a is not None
-    renewed = store.renew_run(ledger, a, ttl)
+    renewed = schedule_store.renew_run(ledger, a, ttl)
     assert renewed is not None
     assert renewed.expires_at >= a.expires_at
     # `b` comes along after a's lease would have expired (a hung past its time to live).
     later = utcnow() + timedelta(minutes=5)
-    b = store.acquire_run(ledger, "nightly", owner="b", trigger="schedule", ttl=ttl, now=later)
+    b = schedule_store.acquire_run(
+        ledger, "nightly", owner="b", trigger="schedule", ttl=ttl, now=later
+    )
     assert b is not None
-    assert store.renew_run(ledger, a, ttl) is None
-    assert store.finish_run(ledger, a, "done", "too late") is False
-    assert store.open_run(ledger, "nightly") is not None
-    assert store.finish_run(ledger, b, "done", "ok") is True
-    assert store.open_run(ledger, "nightly") is None
+    assert schedule_store.renew_run(ledger, a, ttl) is None
+    assert schedule_store.finish_run(ledger, a, "done", "too late") is False
+    assert schedule_store.open_run(ledger, "nightly") is not None
+    assert schedule_store.finish_run(ledger, b, "done", "ok") is True
+    assert schedule_store.open_run(ledger, "nightly") is None
 
 
 def test_other_campaigns_are_not_blocked(any_ledger_url: str) -> None:
     ledger = open_ledger(any_ledger_url)
     ttl = timedelta(seconds=30)
-    assert store.acquire_run(ledger, "a", owner="x", trigger="manual", ttl=ttl) is not None
-    assert store.acquire_run(ledger, "b", owner="x", trigger="manual", ttl=ttl) is not None
-    assert store.acquire_run(ledger, "a", owner="y", trigger="manual", ttl=ttl) is None
+    assert schedule_store.acquire_run(ledger, "a", owner="x", trigger="manual", ttl=ttl) is not None
+    assert schedule_store.acquire_run(ledger, "b", owner="x", trigger="manual", ttl=ttl) is not None
+    assert schedule_store.acquire_run(ledger, "a", owner="y", trigger="manual", ttl=ttl) is None
 
 
 def test_closed_rows_never_hold_the_lock(any_ledger_url: str) -> None:
     ledger = open_ledger(any_ledger_url)
     for status in ("skipped", "missed"):
-        store.record_run(
+        schedule_store.record_run(
             ledger, "nightly", owner="x", trigger="schedule", status=status, summary=status
         )
-    assert store.open_run(ledger, "nightly") is None
-    lease = store.acquire_run(
+    assert schedule_store.open_run(ledger, "nightly") is None
+    lease = schedule_store.acquire_run(
         ledger, "nightly", owner="x", trigger="schedule", ttl=timedelta(seconds=30)
     )
     assert lease is not None
     with pytest.raises(ValueError, match="unknown run status"):
-        store.finish_run(ledger, lease, "great", "")
+        schedule_store.finish_run(ledger, lease, "great", "")

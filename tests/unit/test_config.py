@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,20 @@ def test_require_lists_missing_names_and_never_values(monkeypatch: pytest.Monkey
         settings.require("livekit_api_key", "livekit_api_secret", "sip_outbound_trunk_id")
     assert "LIVEKIT_API_SECRET" not in str(err.value)
     assert "s3cr3t-value" not in repr(settings)
+
+
+def test_local_providers_without_pocketsphinx_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the `[local]` extra, AGENT_PROVIDERS=local says what to install (one line)."""
+    from agent.providers import build_providers
+    from campaign.contract import Script
+
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # `import pocketsphinx` now fails
+    monkeypatch.delitem(sys.modules, "agent.local.stt", raising=False)
+    settings = load_settings(AGENT_PROVIDERS="local")
+    with pytest.raises(
+        SettingsError, match=r"pip install 'livekit-campaign-dialer\[local\]'"
+    ) as err:
+        build_providers(settings, script=Script(), variables={}, vad_model=None)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value)

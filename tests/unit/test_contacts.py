@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import gc
-import shutil
-import subprocess
 from pathlib import Path
 
 import openpyxl
 import pytest
 
 from campaign.contacts import Reason, SheetError, read_sheet, validate_sheet
+from tests.sheets import write_xlsx
 
 pytestmark = pytest.mark.unit
 
@@ -222,17 +221,6 @@ def test_progress_is_reported(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- Excel
 
 
-def write_xlsx(path: Path, rows: list[list[object]], title: str = "Sheet1") -> Path:
-    workbook = openpyxl.Workbook()
-    sheet = workbook.active
-    assert sheet is not None
-    sheet.title = title
-    for row in rows:
-        sheet.append(row)
-    workbook.save(path)
-    return path
-
-
 def test_xlsx_numeric_cells_are_read_as_digits(tmp_path: Path) -> None:
     path = write_xlsx(
         tmp_path / "s.xlsx",
@@ -272,23 +260,6 @@ def test_named_excel_sheet_is_read(tmp_path: Path) -> None:
     assert [c.e164 for c in result.accepted] == ["+447911123456"]
     with pytest.raises(SheetError, match="no sheet named 'Nope'; sheets: Sheet, Leads"):
         read_sheet(path, sheet="Nope")
-
-
-def test_xls_read_via_calamine(tmp_path: Path) -> None:
-    office = shutil.which("libreoffice") or shutil.which("soffice")
-    if office is None:
-        pytest.skip("libreoffice is not on PATH, so no .xls file can be produced here")
-    source = write_xlsx(tmp_path / "legacy.xlsx", [["Name", "Phone"], ["Ann", 4155552683]])
-    subprocess.run(
-        [office, "--headless", "--convert-to", "xls", "--outdir", str(tmp_path), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    xls = tmp_path / "legacy.xls"
-    assert xls.read_bytes()[:4] == b"\xd0\xcf\x11\xe0"
-    result = validate_sheet(xls, region="US")
-    assert [c.e164 for c in result.accepted] == ["+14155552683"]
 
 
 # --------------------------------------------------------------------------- bad files
@@ -351,3 +322,19 @@ def test_checking_leaves_the_garbage_collector_as_it_was(tmp_path: Path, enabled
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_checking_never_pauses_the_collector_for_other_threads(tmp_path: Path) -> None:
+    """The scheduler checks sheets in threads: the collector keeps running for the rest of
+    the process while a sheet is read and checked, and nothing of theirs is frozen."""
+    rows = "".join(f"P{i},(415) 555-{i % 10_000:04d}\n" for i in range(25_000))
+    path = write_csv(tmp_path / "s.csv", "Name,Phone\n" + rows)
+    seen: list[tuple[bool, int]] = []
+    frozen = gc.get_freeze_count()
+    validate_sheet(
+        path,
+        region="US",
+        progress=lambda done, total: seen.append((gc.isenabled(), gc.get_freeze_count())),
+    )
+    assert len(seen) >= 3  # reported mid-sheet, not only at the ends
+    assert set(seen) == {(True, frozen)}

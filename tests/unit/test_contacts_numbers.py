@@ -14,9 +14,9 @@ from campaign.contacts import (
     NormalisedNumber,
     Reason,
     SheetError,
-    _Normaliser,
     normalise_number,
 )
+from campaign.contacts.numbers import _Normaliser
 
 pytestmark = pytest.mark.unit
 
@@ -225,4 +225,21 @@ def test_fast_path_gives_the_library_answer(region: str, corpus: list[str]) -> N
             if ours != expected:
                 mismatches.append((spelling, ours, expected))
     assert fast > 2000  # the fast path itself was exercised, not only the library fallback
+    assert mismatches == []
+
+
+@pytest.mark.parametrize("region", ["US", "GB", "BR"])
+def test_library_path_gives_the_library_answer(region: str, corpus: list[str]) -> None:
+    """`DIALER_NUMBER_FAST_PATH=false`: no cell takes the fast path, the answers are the same."""
+    normaliser = _Normaliser(region, fast_path=False)
+    normaliser.fast.parse = None  # type: ignore[assignment,method-assign]  # must not be called
+    mismatches = []
+    for text in corpus:
+        compact = "".join(ch for ch in text if ch.isdigit() or ch == "+")
+        if compact.startswith("00"):
+            continue
+        for spelling in {text, compact}:
+            ours = normaliser(spelling)
+            if ours != _reference(spelling, region):
+                mismatches.append(spelling)
     assert mismatches == []

@@ -20,7 +20,7 @@ from campaign.preflight import (
     check_hours,
     describe_trunk,
 )
-from campaign.store.preflight import CallResult, TurnLatency
+from campaign.store.test_calls import CallResult, TurnLatency
 from campaign.telephony import TrunkInfo
 
 pytestmark = pytest.mark.unit

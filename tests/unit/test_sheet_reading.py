@@ -8,11 +8,7 @@ reads the other Excel formats in a child process.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-import sys
 import zipfile
 from datetime import date, datetime, time
 from pathlib import Path
@@ -21,7 +17,6 @@ import openpyxl
 import pytest
 import xlsxwriter
 
-from campaign import contacts
 from campaign.contacts import (
     MAX_EXTENSION,
     Reason,
@@ -31,57 +26,15 @@ from campaign.contacts import (
     validate_sheet,
     variable_columns,
 )
+from tests.sheets import (
+    ADA_GRACE_ALAN,
+    CONTACTS,
+    probe,
+    same_as_calamine,
+    xlsx_with_stray_cell,
+)
 
 pytestmark = pytest.mark.unit
-
-CONTACTS = [
-    ["Name", "Phone", "Plan"],
-    ["Ada Lovelace", "+1 212-736-0101", "gold"],
-    ["Grace Hopper", "(212) 736-0111", "basic"],
-    ["Alan Turing", "212.736.0102", "gold"],
-]
-
-#: reads a sheet in a fresh interpreter and reports what it found and what it cost
-_PROBE = """
-import json, resource, sys, time
-from campaign.contacts import validate_sheet
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-started = time.monotonic()
-result = validate_sheet(sys.argv[1], region="US")
-print(json.dumps({
-    "accepted": [c.e164 for c in result.accepted],
-    "rows": result.rows,
-    "seconds": time.monotonic() - started,
-    "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "grew_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before,
-}))
-"""
-
-
-def probe(path: Path) -> dict[str, object]:
-    """Check a sheet in a child process: an abort (SIGABRT on a failed allocation) or a
-    runaway read fails this test instead of killing pytest."""
-    completed = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 0, f"exit {completed.returncode}: {completed.stderr[-2000:]}"
-    data: dict[str, object] = json.loads(completed.stdout)
-    return data
-
-
-def xlsx_with_stray_cell(path: Path, stray: str, value: object = "x") -> Path:
-    workbook = openpyxl.Workbook()
-    sheet = workbook.active
-    assert sheet is not None
-    for row in CONTACTS:
-        sheet.append(row)
-    sheet[stray] = value
-    workbook.save(path)
-    return path
 
 
 def styled_stray_cell(path: Path, stray: str) -> Path:
@@ -93,9 +46,6 @@ def styled_stray_cell(path: Path, stray: str) -> Path:
     sheet.write_blank(stray, None, workbook.add_format({"bold": True}))
     workbook.close()
     return path
-
-
-ADA_GRACE_ALAN = ["+12127360101", "+12127360111", "+12127360102"]
 
 
 @pytest.mark.parametrize("stray", ["XFD1048576", "ZZ200000"])
@@ -137,25 +87,6 @@ def test_a_gap_between_columns_keeps_the_letters_for_phone_column(tmp_path: Path
 # --------------------------------------------------------------------------- XLSX = calamine
 
 
-def _calamine(path: Path) -> contacts.Sheet:
-    """The same file through calamine (in its child process), for comparison."""
-    limits = SheetLimits()
-    return contacts._to_sheet(
-        str(path), contacts._calamine_records(path, None, limits, None), limits, None
-    )
-
-
-def _same(path: Path) -> contacts.Sheet:
-    ours = read_sheet(path)
-    theirs = _calamine(path)
-    assert (ours.headers, ours.rows, ours.row_numbers) == (
-        theirs.headers,
-        theirs.rows,
-        theirs.row_numbers,
-    )
-    return ours
-
-
 def test_openpyxl_workbook_reads_as_calamine_reads_it(tmp_path: Path) -> None:
     path = tmp_path / "mixed.xlsx"
     workbook = openpyxl.Workbook()
@@ -169,7 +100,7 @@ def test_openpyxl_workbook_reads_as_calamine_reads_it(tmp_path: Path) -> None:
     sheet.append([None, None, None])  # a blank row: left out, numbering kept
     sheet.append(["Zoë Ñandú", 12345678901234567890, None, None, 1e20, False])
     workbook.save(path)
-    ours = _same(path)
+    ours = same_as_calamine(path)
     assert ours.rows[0][:3] == ("Ada & Co <x>", "4155552683", "2025-03-04")
     assert ours.row_numbers == [2, 3, 5]
 
@@ -190,24 +121,9 @@ def test_xlsxwriter_shared_and_rich_strings_read_as_calamine_reads_them(tmp_path
     sheet.write_string(2, 3, "Ada ")  # a repeated shared string
     sheet.write_string(5, 7, "far")  # a gap in rows and columns
     workbook.close()
-    ours = _same(path)
+    ours = same_as_calamine(path)
     assert ours.sheet_name == "Leads"
     assert ours.rows[0][:3] == ("Ada Lovelace", "+1 212-736-0101", "2023-03-15")
-
-
-def test_libreoffice_workbook_reads_as_calamine_reads_it(tmp_path: Path) -> None:
-    office = shutil.which("libreoffice") or shutil.which("soffice")
-    if office is None:
-        pytest.skip("libreoffice is not on PATH")
-    source = tmp_path / "source.csv"
-    source.write_text("Name,Phone,Plan\nAda,+1 212-736-0101,gold\nGrace,2127360111,\n")
-    subprocess.run(
-        [office, "--headless", "--convert-to", "xlsx", "--outdir", str(tmp_path), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    _same(tmp_path / "source.xlsx")
 
 
 def test_a_namespace_prefix_on_every_element_is_read(tmp_path: Path) -> None:
@@ -292,36 +208,6 @@ def test_the_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 # --------------------------------------------------------------------------- other Excel
-
-
-def _xls(tmp_path: Path, source: Path) -> Path:
-    office = shutil.which("libreoffice") or shutil.which("soffice")
-    if office is None:
-        pytest.skip("libreoffice is not on PATH, so no .xls file can be produced here")
-    subprocess.run(
-        [office, "--headless", "--convert-to", "xls", "--outdir", str(tmp_path), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return tmp_path / (source.stem + ".xls")
-
-
-def test_xls_with_a_stray_cell_is_read_in_a_child_process(tmp_path: Path) -> None:
-    xls = _xls(tmp_path, xlsx_with_stray_cell(tmp_path / "legacy.xlsx", "IV65536"))
-    found = probe(xls)
-    assert found["accepted"] == ADA_GRACE_ALAN
-
-
-def test_a_reader_that_dies_is_a_one_line_refusal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """calamine fills a 65,536 x 256 grid for a stray IV65536: more than 200 MiB."""
-    xls = _xls(tmp_path, xlsx_with_stray_cell(tmp_path / "legacy.xlsx", "IV65536"))
-    monkeypatch.setattr(contacts, "_CHILD_MEMORY", 200 * 2**20)
-    with pytest.raises(SheetError, match="most likely out of memory") as refused:
-        read_sheet(xls)
-    assert "\n" not in str(refused.value)
 
 
 # --------------------------------------------------------------------------- CSV

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 @pytest.fixture(autouse=True)
-def livekit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The engine requires credentials; these runs end before any request is sent."""
-    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
-    monkeypatch.setenv("LIVEKIT_API_SECRET", "not-used-by-these-tests")
+def trunk(livekit_settings: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared LiveKit settings, and a default trunk."""
     monkeypatch.setenv("SIP_OUTBOUND_TRUNK_ID", "ST_test")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def replica(url: str, tmp_path: Path, n: int) -> CampaignScheduler:

@@ -15,8 +15,7 @@ from sqlalchemy import select
 from starlette.routing import Mount, Route
 
 from campaign.config import load_settings
-from campaign.store import dialing, utcnow
-from campaign.store import preflight as test_calls
+from campaign.store import dialing, test_calls, utcnow
 from campaign.store.calls import CallSummary, TurnMetrics, write_call_record
 from campaign.store.models import ApiToken, DeskSession, User
 from campaign.web import create_app

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from campaign.store.db import Ledger
-from campaign.store.dialing import CampaignNotFound, Claimed, _serialise, new_attempt
-from campaign.store.models import Attempt, CallRecord, Campaign, Contact
+from campaign.store.dialing import Claimed, _serialise, new_attempt
+from campaign.store.models import Attempt, CallRecord, Contact
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,6 @@ class CallResult:
         if self.answered_at is None or self.ended_at is None:
             return None
         return (self.ended_at - self.answered_at).total_seconds()
-
-
-def stored_config(ledger: Ledger, name: str) -> dict[str, Any]:
-    """The campaign file a campaign last ran with (`Campaign.config`); {} when none yet."""
-    with ledger.session() as session:
-        campaign = session.scalar(select(Campaign).where(Campaign.name == name))
-        if campaign is None:
-            raise CampaignNotFound(f"no campaign named {name!r} in the ledger")
-        return dict(campaign.config or {})
 
 
 def start_test_call(
