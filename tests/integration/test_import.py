@@ -185,23 +185,23 @@ def test_numbers_a_concurrent_import_wrote_first_are_skipped(
         region="US",
     )
     with ledger.session() as session:
-        store.get_or_create_campaign(session, "spring", "US")
-    resolve = store.zone_set_ids
-    meanwhile: list[store.ImportSummary] = []
+        import_store.get_or_create_campaign(session, "spring", "US")
+    resolve = import_store.zone_set_ids
+    meanwhile: list[import_store.ImportSummary] = []
     started: list[bool] = []
 
     def zone_set_ids_after_the_other_import(session: Any, keys: Any) -> Any:
         if not started:  # the second import has read the campaign's numbers by now
             started.append(True)
             other = open_ledger(postgres_url, migrate=False)
-            meanwhile.append(store.import_contacts(other, "spring", first, "a.csv"))
+            meanwhile.append(import_store.import_contacts(other, "spring", first, "a.csv"))
             other.dispose()
         return resolve(session, keys)
 
-    monkeypatch.setattr(store, "zone_set_ids", zone_set_ids_after_the_other_import)
-    store.import_contacts(ledger, "spring", second, "b.csv")
+    monkeypatch.setattr(import_store, "zone_set_ids", zone_set_ids_after_the_other_import)
+    import_store.import_contacts(ledger, "spring", second, "b.csv")
     assert meanwhile and meanwhile[0].new == 2
     numbers = [c.e164 for c in contacts(postgres_url, "spring")]
     assert sorted(numbers) == ["+12125550187", "+13055550199", "+14155552671", "+16505550100"]
-    again = store.import_contacts(ledger, "spring", second, "b.csv")
+    again = import_store.import_contacts(ledger, "spring", second, "b.csv")
     assert (again.new, again.already_present) == (0, 3)
