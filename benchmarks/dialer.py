@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dotenv import dotenv_values
 from livekit import api
 from sqlalchemy import select
 
@@ -48,8 +49,7 @@ def devstack_env() -> dict[str, str]:
     path = ROOT / ".devstack" / "env"
     if not path.exists():
         sys.exit("no .devstack/env: start the stack with `python -m devstack up`")
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {k.strip(): v.strip() for k, v in pairs}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 @dataclass
