@@ -35,6 +35,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from campaign.errors import UserError
@@ -172,16 +173,31 @@ def _serialise(session: Session) -> None:
         session.connection().exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def upsert_campaign(session: Session, name: str, region: str) -> Campaign:
+    """The campaign called `name`, created with `region` if it does not exist yet.
+
+    The one way a campaign row is made. Two processes creating the same new campaign at
+    once (two dialers, a dialer and an import) both get it: the insert skips a row that
+    another wrote first (PostgreSQL waits for that writer's commit), never an
+    IntegrityError.
+    """
+    dialect = session.get_bind().dialect.name
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        upsert(Campaign)
+        .values(name=name, region=region, status=CampaignStatus.ACTIVE.value)
+        .on_conflict_do_nothing(index_elements=[Campaign.name])
+    )
+    return session.scalars(select(Campaign).where(Campaign.name == name)).one()
+
+
 def ensure_campaign(
     ledger: Ledger, name: str, *, region: str, config: dict[str, Any]
 ) -> tuple[int, str]:
     """The campaign's id and status, creating the row if needed and storing the config."""
     with ledger.session() as session:
         _serialise(session)
-        campaign = session.scalar(select(Campaign).where(Campaign.name == name))
-        if campaign is None:
-            campaign = Campaign(name=name, region=region, status=CampaignStatus.ACTIVE.value)
-            session.add(campaign)
+        campaign = upsert_campaign(session, name, region)
         campaign.config = config
         campaign.region = region
         session.flush()

@@ -18,6 +18,7 @@ from campaign.campaign_file import check_campaign_name
 from campaign.contacts import Progress, Reason, Sheet, SheetResult, check_region, validate_sheet
 from campaign.outcomes import ContactStatus
 from campaign.store.db import Ledger
+from campaign.store.dialing import upsert_campaign
 from campaign.store.models import (
     Campaign,
     Contact,
@@ -28,7 +29,7 @@ from campaign.store.models import (
     zone_set_ids,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _BATCH = 5_000
 _SQLITE_IMPORT_CACHE_KIB = 256 * 1024
@@ -83,13 +84,7 @@ class DncAddResult:
 
 def get_or_create_campaign(session: Session, name: str, region: str) -> Campaign:
     """The campaign called `name`, created with `region` when it does not exist yet."""
-    campaign = session.scalar(select(Campaign).where(Campaign.name == check_campaign_name(name)))
-    if campaign is None:
-        campaign = Campaign(name=name, region=region)
-        session.add(campaign)
-        session.flush()
-        log.info("created campaign %s (region %s)", name, region)
-    return campaign
+    return upsert_campaign(session, check_campaign_name(name), region)
 
 
 def campaign_region(ledger: Ledger, name: str) -> str | None:
@@ -403,7 +398,7 @@ def import_contacts(
         rejected=len(result.rejected) + dnc_now,
         dnc=dnc_now + sum(1 for item in result.rejected if item.reason == Reason.DO_NOT_CALL),
     )
-    log.info(
+    logger.info(
         "imported %s into %s: %d new, %d already present, %d duplicates, %d rejected",
         source,
         campaign_name,

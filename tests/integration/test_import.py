@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import select
 
 from campaign.contacts import read_sheet, validate_sheet
 from campaign.outcomes import ContactStatus
-from campaign.store import Contact, Rejection, open_ledger
+from campaign.store import Contact, Rejection, dialing, open_ledger
 from campaign.store import imports as import_store
 
 pytestmark = pytest.mark.integration
@@ -205,3 +206,27 @@ def test_numbers_a_concurrent_import_wrote_first_are_skipped(
     assert sorted(numbers) == ["+12125550187", "+13055550199", "+14155552671", "+16505550100"]
     again = import_store.import_contacts(ledger, "spring", second, "b.csv")
     assert (again.new, again.already_present) == (0, 3)
+
+
+def test_two_processes_creating_one_new_campaign_both_get_it(pg_ledger_url: str) -> None:
+    """A second writer that creates the same new campaign while the first has not
+    committed yet waits for it and gets the same row, never an IntegrityError."""
+    first, second = open_ledger(pg_ledger_url), open_ledger(pg_ledger_url, migrate=False)
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def start_the_same_campaign() -> None:
+        try:
+            got.append(dialing.ensure_campaign(second, "night", region="US", config={})[0])
+        except BaseException as exc:  # the test reports what the other writer hit
+            errors.append(exc)
+
+    with first.session() as session:
+        made = import_store.get_or_create_campaign(session, "night", "US").id
+        other = threading.Thread(target=start_the_same_campaign)
+        other.start()
+        other.join(1.0)
+        assert other.is_alive(), "the second writer did not wait for the first's commit"
+    other.join(30)
+    assert not errors and got == [made]
+    second.dispose()
