@@ -300,30 +300,25 @@ class _Tokens:
         return found[0]
 
 
-class _RoomService(RoomService):
+class _TokenSigning:
+    """Makes a livekit-api service sign with `_Tokens` (put before the service's class)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, tokens: _Tokens) -> None:
+        super().__init__(session, url, "", "", failover=False)  # type: ignore[call-arg]
+        self._tokens = tokens
+
+    def _auth_header(
+        self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
+    ) -> dict[str, str]:
+        return self._tokens.header(grants, sip)
+
+
+class _RoomService(_TokenSigning, RoomService):
     """livekit-api's room service, signing with `_Tokens`."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, tokens: _Tokens) -> None:
-        super().__init__(session, url, "", "", failover=False)
-        self._tokens = tokens
 
-    def _auth_header(
-        self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
-    ) -> dict[str, str]:
-        return self._tokens.header(grants, sip)
-
-
-class _SipService(SipService):
+class _SipService(_TokenSigning, SipService):
     """livekit-api's SIP service, signing with `_Tokens`."""
-
-    def __init__(self, session: aiohttp.ClientSession, url: str, tokens: _Tokens) -> None:
-        super().__init__(session, url, "", "", failover=False)
-        self._tokens = tokens
-
-    def _auth_header(
-        self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
-    ) -> dict[str, str]:
-        return self._tokens.header(grants, sip)
 
 
 @dataclass
