@@ -193,7 +193,7 @@ def test_kill_9_while_ringing_keeps_what_the_phone_did(stack: Setup, tmp_path: P
     (number,) = numbers(Behaviour.NO_ANSWER, 1)
     path = write_campaign(
         tmp_path,
-        "e2e-kill-ringing",
+        "e2e-kill-rings-out",
         [{"name": "x", "phone": number}],
         setup.worker.agent_name,
         ringing_timeout="40s",
@@ -211,9 +211,9 @@ def test_kill_9_while_ringing_keeps_what_the_phone_did(stack: Setup, tmp_path: P
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finish_with_a_second_dialer(setup, path, tmp_path / "2.log")
-    (attempt,) = attempts_by_number(setup.ledger, "e2e-kill-ringing")[number]
+    (attempt,) = attempts_by_number(setup.ledger, "e2e-kill-rings-out")[number]
     assert (attempt.outcome, attempt.status) == ("no_answer", "done"), attempt.error
-    assert contacts_by_number(setup.ledger, "e2e-kill-ringing")[number].status == "exhausted"
+    assert contacts_by_number(setup.ledger, "e2e-kill-rings-out")[number].status == "exhausted"
     assert len(phone_calls({number}, since)[number]) == 1
 
 
@@ -260,5 +260,12 @@ def test_kill_9_at_several_moments_loses_nothing(stack: Setup, tmp_path: Path, m
     for number in talks:
         assert contacts[number].status == "completed"
     for number in others:
-        assert contacts[number].status in ("exhausted", "declined")
         assert phone[number], number  # nobody closed without a dial
+        if contacts[number].status == "retry":
+            # Its final response came while no dialer held it, and the room was gone
+            # when the second one looked: unknowable, so `unknown` and retried by its
+            # rule, never taken for what the phone did not say.
+            (made,) = attempts[number]
+            assert made.outcome == "unknown" and made.dial_started_at is not None, made.outcome
+            continue
+        assert contacts[number].status in ("exhausted", "declined")
