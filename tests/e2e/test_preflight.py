@@ -29,7 +29,7 @@ from campaign.store import dialing as store
 from devstack.phones import Behaviour, number_for, read_log
 from tests.campaigns import campaign_doc
 from tests.e2e import agent_worker
-from tests.e2e.agent_worker import room_exists, start_agent_worker
+from tests.e2e.agent_worker import room_exists, start_agent_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -138,10 +138,14 @@ def test_doctor_passes_against_the_running_stack(setup: Setup) -> None:
         in (checks["calling hours"]["detail"])
     )
 
-    # The probe rooms are gone, and the agent wrote nothing for them.
-    rooms = re.findall(
-        r"probe dispatch from dialer doctor: joined room (doctor-probe-\w+)", setup.worker.output()
-    )
+    # The probe rooms are gone, and the agent wrote nothing for them. The worker logs
+    # its join on its own time: the doctor may have seen the agent and left already.
+    def probe_rooms() -> list[str]:
+        pattern = r"probe dispatch from dialer doctor: joined room (doctor-probe-\w+)"
+        return re.findall(pattern, setup.worker.output())
+
+    wait_for(lambda: len(probe_rooms()) >= 2, 20, "the agent's log of both probe rooms")
+    rooms = probe_rooms()
     assert len(rooms) == 2
     assert not any(asyncio.run(room_exists(setup.env, room)) for room in rooms)
     assert count(setup.ledger, CallRecord) == calls_before
