@@ -532,6 +532,22 @@ KILLS = {
     "answered": ("talks", ["answered"]),
 }
 
+
+def killed_at(
+    ledger: Ledger, tel: ScriptedTelephony, step: str, phone: str
+) -> tuple[CampaignConfig, str]:
+    """One contact on `phone`, its dialer killed at `step`: the campaign and the number."""
+    # The agent is its own process: its call record is there whenever the adopter looks.
+    tel.recorder = lambda summary: write_call_record(ledger, summary)
+    config = campaign()
+    (number,) = add_contacts(ledger, config, [phone])
+    killer = tel.kill_at(step)
+    first = DialerThread(Dialer(ledger, config, tel, options=fast_options(), clock=FastClock()))
+    first.start()
+    assert killer.fired.wait(BOUND), f"the dialer never reached {step}"
+    return config, number
+
+
 RESTARTS: dict[str, Callable[[], str]] = {
     "same host, new pid": lambda: new_dialer_id(pid=999_999),
     "same host, same pid": lambda: new_dialer_id(),
@@ -547,14 +563,7 @@ def test_kill_at_each_step_then_restart(
     if ledger.is_postgres and restart != "another host":
         pytest.skip("the restart kinds differ only in the dialer id: SQLite covers them")
     phone, expected = KILLS[step]
-    # The agent is its own process: its call record is there whenever the adopter looks.
-    tel.recorder = lambda summary: write_call_record(ledger, summary)
-    config = campaign()
-    (number,) = add_contacts(ledger, config, [phone])
-    killer = tel.kill_at(step)
-    first = DialerThread(Dialer(ledger, config, tel, options=fast_options(), clock=FastClock()))
-    first.start()
-    assert killer.fired.wait(BOUND), f"the dialer never reached {step}"
+    config, number = killed_at(ledger, tel, step, phone)
     left = [a for a in attempts(ledger) if a.status != "done"]
     assert left or step == "final"
     second = Dialer(
@@ -572,13 +581,7 @@ def test_adopter_that_comes_after_the_call_ended_reads_the_agents_record(
 ) -> None:
     """Killed after the answer, restarted only when the room is long gone: the agent's
     call record is the evidence of the answer (no `unknown`, no second dial)."""
-    tel.recorder = lambda summary: write_call_record(ledger, summary)
-    config = campaign()
-    (number,) = add_contacts(ledger, config, ["talks"])
-    killer = tel.kill_at("answered")
-    first = DialerThread(Dialer(ledger, config, tel, options=fast_options(), clock=FastClock()))
-    first.start()
-    assert killer.fired.wait(BOUND)
+    config, number = killed_at(ledger, tel, "answered", "talks")
     time.sleep(TALK_FOR + AGENT_CLEANUP + 1.0)  # the callee hung up, the agent closed the room
     second = Dialer(
         ledger, config, tel, options=fast_options(dialer_id=new_dialer_id(pid=1)), clock=FastClock()
