@@ -467,6 +467,15 @@ class AnsweringMachineDetector:
         meter = self._meter
         return not meter.regions or meter.pushed_s - meter.regions[-1][1] >= VAD_SILENCE_S
 
+    def _audio_quiet_s(self) -> float:
+        """Seconds of quiet at the end of the audio received so far (unbounded without
+        audio): under load the audio lags the wall clock, and a beep that starts just
+        before the greeting's quiet has lasted MACHINE_SILENCE_S must not be missed."""
+        meter = self._meter
+        if meter is None or not meter.regions:
+            return float("inf")
+        return meter.pushed_s - meter.regions[-1][1]
+
     def _judge(self, now: float, start: float) -> Verdict | None:
         # the VAD says whether anyone spoke (line noise can fool the meter); the audio
         # says how long, and shows a pause the VAD has not reported yet (it lags under load)
@@ -497,6 +506,7 @@ class AnsweringMachineDetector:
             and self._segment_ended_at is None
             and quiet is not None
             and now - quiet >= MACHINE_SILENCE_S
+            and self._audio_quiet_s() >= MACHINE_SILENCE_S
         ):
             # a machine: judged on its whole greeting, once it is over
             text = self.heard

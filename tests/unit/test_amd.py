@@ -430,13 +430,19 @@ def words_for(seconds: float, seed: int = 0) -> np.ndarray:
     )
 
 
-async def hear_greeting(audio: np.ndarray, words: str) -> Verdict:
-    """Judge a greeting from its audio (20 ms frames in real time) and its words."""
+async def hear_greeting(
+    audio: np.ndarray, words: str, *, stall_at_s: float | None = None, stall_s: float = 0.0
+) -> Verdict:
+    """Judge a greeting from its audio (20 ms frames in real time) and its words; with
+    `stall_at_s`, the audio stops there for `stall_s` of the clock, then catches up."""
     clock, events = FakeClock(), Events()
     detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
     detector.start(clock.now)
     task = asyncio.create_task(detector.verdict())
     for i in range(0, len(audio), 160):
+        if stall_at_s is not None and i == round(stall_at_s * RATE):
+            for _ in range(round(stall_s / 0.05)):
+                await tick(clock, 0.05)
         clock.now += 0.02
         if i == 25 * 160:
             events.state("speaking", clock.now)
@@ -452,6 +458,19 @@ async def test_a_beep_that_ends_the_greeting_makes_it_a_mailbox() -> None:
     greeting = np.concatenate([silence(0.4), words_for(4.0), silence(0.5), tone(1000, 0.5)])
     audio = np.concatenate([greeting, silence(6.0)])
     verdict = await hear_greeting(audio, "thank you for calling")
+    assert verdict.result is AmdResult.VOICEMAIL
+    assert "a beep" in verdict.reason
+
+
+async def test_a_beep_delayed_with_the_audio_still_ends_the_greeting() -> None:
+    # the beep starts 0.9 s after the words; the audio stalls before it while the clock
+    # runs on (a loaded CPU): the quiet that ends a greeting is counted in the audio
+    greeting = np.concatenate([silence(0.4), words_for(4.0), silence(0.9), tone(1000, 0.5)])
+    audio = np.concatenate([greeting, silence(6.0)])
+    speech_end = 0.4 + len(words_for(4.0)) / RATE
+    verdict = await hear_greeting(
+        audio, "thank you for calling", stall_at_s=speech_end + 0.6, stall_s=4.0
+    )
     assert verdict.result is AmdResult.VOICEMAIL
     assert "a beep" in verdict.reason
 
