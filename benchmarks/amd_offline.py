@@ -5,9 +5,9 @@ clip into utterances, pocketsphinx (the agent's `PocketsphinxSTT`, same vocabula
 decodes each one, `SpeechMeter` and `BeepDetector` read the raw audio; then the
 detector's decision is replayed on that hearing (`classify_greeting` at each pause
 until it says person, else on the whole greeting once it is over). No audio path, no
-codec, no CPU contention: a quick estimate (160 clips in about a minute on 2 cores,
-then a fraction of a second per classifier change thanks to the cache), not a
-measurement; `benchmarks.amd` places the real calls.
+codec, no CPU contention: a quick estimate (160 clips in 2-3 minutes on 2 shared
+cores, then a second per classifier change thanks to the cache), not a measurement;
+`benchmarks.amd` places the real calls.
 
     .venv/bin/python -m benchmarks.amd_offline --corpus .devstack/corpus [--classes ivr] [-v]
 
