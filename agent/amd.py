@@ -34,6 +34,7 @@ from agent.local.vocabulary import (
     IVR_PHRASES,
     KEY_NAMES,
     MACHINE_PHRASES,
+    PERSON_PHRASES,
     SCREENER_PHRASES,
     UNAVAILABLE_PHRASES,
     VOICEMAIL_PHRASES,
@@ -46,6 +47,13 @@ logger = logging.getLogger(__name__)
 #: Speech before the first pause up to this long is a person, unless its words say
 #: otherwise (a person answering says "Hello?" or their name and waits).
 HUMAN_MAX_SPEECH_S = 1.8
+#: A greeting up to this long that says a person's words ("Hello? Sorry, I can't talk
+#: right now.") is a person when no machine words or beep say otherwise: length alone
+#: does not make it a machine (a busy CPU stretches the pauses the VAD sees).
+PERSON_MAX_SPEECH_S = 3.5
+#: A greeting this long that neither beeps nor says a mailbox's (or any class's) words is
+#: a menu or an announcement, not a mailbox: mailboxes ask for the message or beep.
+UNNAMED_MENU_FROM_S = 6.0
 #: Below this, no words make it a machine (a misheard "Hello" is still a person).
 WORDS_DECIDE_FROM_S = 1.3
 #: Distinct machine phrases that make a short greeting a machine.
@@ -113,17 +121,28 @@ def classify_greeting(
     """
     if _cues(transcript, UNAVAILABLE_PHRASES):
         return AmdResult.VOICEMAIL, "a mailbox that takes no messages"
+    person = _cues(transcript, PERSON_PHRASES)
+
+    def cues(phrases: tuple[str, ...]) -> list[str]:
+        # "can't talk" inside a person's "can't talk right now" is not a mailbox's
+        return [
+            c for c in _cues(transcript, phrases) if not any(contains_phrase(p, c) for p in person)
+        ]
+
     found = {
-        AmdResult.IVR: _cues(transcript, IVR_PHRASES),
-        AmdResult.SCREENER: _cues(transcript, SCREENER_PHRASES),
-        AmdResult.VOICEMAIL: _cues(transcript, VOICEMAIL_PHRASES),
+        AmdResult.IVR: cues(IVR_PHRASES),
+        AmdResult.SCREENER: cues(SCREENER_PHRASES),
+        AmdResult.VOICEMAIL: cues(VOICEMAIL_PHRASES),
     }
-    machine = _cues(transcript, MACHINE_PHRASES)
+    machine = cues(MACHINE_PHRASES)
+    machine_cues = max(len(cues) for cues in found.values()) + len(machine)
     if speech_s < WORDS_DECIDE_FROM_S or (
-        speech_s < HUMAN_MAX_SPEECH_S
-        and max(len(cues) for cues in found.values()) + len(machine) < MACHINE_CUES
+        speech_s < HUMAN_MAX_SPEECH_S and machine_cues < MACHINE_CUES
     ):
         return AmdResult.HUMAN, f"{speech_s:.1f} s of speech, then a pause"
+    if person and not beep and speech_s < PERSON_MAX_SPEECH_S and machine_cues < MACHINE_CUES:
+        said = ", ".join(repr(p) for p in person)
+        return AmdResult.HUMAN, f"{speech_s:.1f} s of speech; a person's words: {said}"
     score = {result: float(len(cues)) for result, cues in found.items()}
     keys = _KEY.findall(transcript.lower())
     if keys:
@@ -133,6 +152,8 @@ def classify_greeting(
     strongest = max(score.values())
     if strongest == 0:
         heard = f"; heard {', '.join(repr(c) for c in machine)}" if machine else ""
+        if speech_s >= UNNAMED_MENU_FROM_S:
+            return AmdResult.IVR, f"{speech_s:.1f} s of speech, no beep, no mailbox words{heard}"
         return AmdResult.VOICEMAIL, f"{speech_s:.1f} s of speech without a pause{heard}"
     # ties go to the class with the more specific phrases: a menu, then a screener
     result = next(r for r, points in score.items() if points == strongest)
@@ -446,6 +467,15 @@ class AnsweringMachineDetector:
         meter = self._meter
         return not meter.regions or meter.pushed_s - meter.regions[-1][1] >= VAD_SILENCE_S
 
+    def _audio_quiet_s(self) -> float:
+        """Seconds of quiet at the end of the audio received so far (unbounded without
+        audio): under load the audio lags the wall clock, and a beep that starts just
+        before the greeting's quiet has lasted MACHINE_SILENCE_S must not be missed."""
+        meter = self._meter
+        if meter is None or not meter.regions:
+            return float("inf")
+        return meter.pushed_s - meter.regions[-1][1]
+
     def _judge(self, now: float, start: float) -> Verdict | None:
         # the VAD says whether anyone spoke (line noise can fool the meter); the audio
         # says how long, and shows a pause the VAD has not reported yet (it lags under load)
@@ -476,6 +506,7 @@ class AnsweringMachineDetector:
             and self._segment_ended_at is None
             and quiet is not None
             and now - quiet >= MACHINE_SILENCE_S
+            and self._audio_quiet_s() >= MACHINE_SILENCE_S
         ):
             # a machine: judged on its whole greeting, once it is over
             text = self.heard

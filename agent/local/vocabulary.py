@@ -140,6 +140,16 @@ EVERYDAY_REPLIES: tuple[str, ...] = (
     "bye",
 )
 
+#: Words of a person answering (all among EVERYDAY_REPLIES): a short greeting that says
+#: them is a person unless machine words or a beep say otherwise, however long it ran.
+PERSON_PHRASES: tuple[str, ...] = (
+    "hello",
+    "who is this",
+    "what is this about",
+    "sorry",
+    "can't talk right now",
+)
+
 #: Sentence frames a keyword is heard in, so the model knows its neighbours.
 _CARRIERS: tuple[str, ...] = ("{}", "yes {}", "no {}", "i am {}", "call me {}", "please call me {}")
 

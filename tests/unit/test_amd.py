@@ -86,7 +86,7 @@ def test_greetings_are_classified_by_length_and_words(
         ("the number six four six is not available", 6.0, False, AmdResult.VOICEMAIL),
         # "you have reached" is said by menus and mailboxes alike
         ("you have reached acme for support", 6.0, False, AmdResult.IVR),
-        ("you have reached maria", 6.0, False, AmdResult.VOICEMAIL),
+        ("you have reached maria", 4.0, False, AmdResult.VOICEMAIL),
         # ... but it still makes a short greeting a machine
         ("you've reached sam not available", 1.6, False, AmdResult.VOICEMAIL),
         # the beep says nothing about a short greeting: a person is greeted at once
@@ -94,6 +94,44 @@ def test_greetings_are_classified_by_length_and_words(
     ],
 )
 def test_weak_signals_are_weighed_with_the_phrases(
+    transcript: str, speech_s: float, beep: bool, result: AmdResult
+) -> None:
+    assert classify_greeting(transcript, speech_s, beep=beep)[0] is result
+
+
+@pytest.mark.parametrize(
+    ("transcript", "speech_s", "beep", "result"),
+    [
+        # a person's words keep a busy person a person though the VAD ran the pause over
+        ("hello sorry i can't talk right now", 2.8, False, AmdResult.HUMAN),
+        ("hello do me i can't talk right now", 3.2, False, AmdResult.HUMAN),
+        ("hello who is this", 2.5, False, AmdResult.HUMAN),
+        # ... not when a machine's words or a beep say otherwise, nor past a person's length
+        ("hello you've reached sam leave a message", 3.0, False, AmdResult.VOICEMAIL),
+        ("hello the the", 3.0, True, AmdResult.VOICEMAIL),
+        ("hello sorry i can't talk right now", 4.5, False, AmdResult.VOICEMAIL),
+        # "can't talk" alone is still a mailbox's
+        ("i can't talk leave a message", 3.0, False, AmdResult.VOICEMAIL),
+    ],
+)
+def test_a_persons_words_outweigh_length_alone(
+    transcript: str, speech_s: float, beep: bool, result: AmdResult
+) -> None:
+    assert classify_greeting(transcript, speech_s, beep=beep)[0] is result
+
+
+@pytest.mark.parametrize(
+    ("transcript", "speech_s", "beep", "result"),
+    [
+        # a long greeting that neither beeps nor asks for a message is no mailbox
+        ("you have reached acme the the what", 7.0, False, AmdResult.IVR),
+        ("the the i am", 6.5, False, AmdResult.IVR),
+        # ... with a beep it is one; shorter, the greeting-length rule's voicemail
+        ("you have reached acme the the what", 7.0, True, AmdResult.VOICEMAIL),
+        ("the the i am", 5.0, False, AmdResult.VOICEMAIL),
+    ],
+)
+def test_a_long_greeting_without_beep_or_mailbox_words_is_a_menu(
     transcript: str, speech_s: float, beep: bool, result: AmdResult
 ) -> None:
     assert classify_greeting(transcript, speech_s, beep=beep)[0] is result
@@ -392,13 +430,19 @@ def words_for(seconds: float, seed: int = 0) -> np.ndarray:
     )
 
 
-async def hear_greeting(audio: np.ndarray, words: str) -> Verdict:
-    """Judge a greeting from its audio (20 ms frames in real time) and its words."""
+async def hear_greeting(
+    audio: np.ndarray, words: str, *, stall_at_s: float | None = None, stall_s: float = 0.0
+) -> Verdict:
+    """Judge a greeting from its audio (20 ms frames in real time) and its words; with
+    `stall_at_s`, the audio stops there for `stall_s` of the clock, then catches up."""
     clock, events = FakeClock(), Events()
     detector = AnsweringMachineDetector(cast(Any, events), clock=clock)
     detector.start(clock.now)
     task = asyncio.create_task(detector.verdict())
     for i in range(0, len(audio), 160):
+        if stall_at_s is not None and i == round(stall_at_s * RATE):
+            for _ in range(round(stall_s / 0.05)):
+                await tick(clock, 0.05)
         clock.now += 0.02
         if i == 25 * 160:
             events.state("speaking", clock.now)
@@ -414,6 +458,19 @@ async def test_a_beep_that_ends_the_greeting_makes_it_a_mailbox() -> None:
     greeting = np.concatenate([silence(0.4), words_for(4.0), silence(0.5), tone(1000, 0.5)])
     audio = np.concatenate([greeting, silence(6.0)])
     verdict = await hear_greeting(audio, "thank you for calling")
+    assert verdict.result is AmdResult.VOICEMAIL
+    assert "a beep" in verdict.reason
+
+
+async def test_a_beep_delayed_with_the_audio_still_ends_the_greeting() -> None:
+    # the beep starts 0.9 s after the words; the audio stalls before it while the clock
+    # runs on (a loaded CPU): the quiet that ends a greeting is counted in the audio
+    greeting = np.concatenate([silence(0.4), words_for(4.0), silence(0.9), tone(1000, 0.5)])
+    audio = np.concatenate([greeting, silence(6.0)])
+    speech_end = 0.4 + len(words_for(4.0)) / RATE
+    verdict = await hear_greeting(
+        audio, "thank you for calling", stall_at_s=speech_end + 0.6, stall_s=4.0
+    )
     assert verdict.result is AmdResult.VOICEMAIL
     assert "a beep" in verdict.reason
 
