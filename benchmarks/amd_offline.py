@@ -44,6 +44,7 @@ from agent.amd import (
 )
 from agent.local import stt as local_stt
 from agent.local.vocabulary import corpus as vocabulary
+from benchmarks.amd import GREETING_RULE_S
 from campaign.contract import Script
 from campaign.outcomes import AmdResult
 from devstack import corpus
@@ -141,6 +142,15 @@ async def hear(path: Path, vad: lk_vad.VAD, stt: local_stt.PocketsphinxSTT) -> H
     return Hearing(utterances, meter.regions, beeps.beeps)
 
 
+def length_rule(hearing: Hearing) -> str:
+    """The baseline, the classic telephony AMD, on the same hearing: speech longer than
+    GREETING_RULE_S before the first pause is a machine (voicemail), shorter a person."""
+    if not hearing.utterances:
+        return AmdResult.SILENCE.value
+    first = hearing.utterances[0].speech_s
+    return (AmdResult.VOICEMAIL if first > GREETING_RULE_S else AmdResult.HUMAN).value
+
+
 def _hearing_key(phrases: list[str]) -> str:
     config = json.dumps(phrases, sort_keys=True, default=str)
     return hashlib.sha256(config.encode()).hexdigest()[:16]
@@ -173,6 +183,7 @@ async def main(argv: list[str] | None = None) -> int:
         cache_path.write_text(json.dumps({key: cache}))
         print(f"heard {len(todo)} clips in {time.monotonic() - began:.0f} s")
     pairs: Counter[tuple[str, str]] = Counter()
+    baseline_right = 0
     misses = []
     for lab in labels:
         raw = cache[lab.clip]
@@ -182,6 +193,7 @@ async def main(argv: list[str] | None = None) -> int:
             [tuple(b) for b in raw["beeps"]],  # type: ignore[attr-defined, misc]
         )
         result, reason = judge(hearing)
+        baseline_right += length_rule(hearing) == lab.label
         pairs[(lab.label, result.value)] += 1
         if result.value != lab.label:
             words = " | ".join(u.text for u in hearing.utterances)
@@ -194,6 +206,12 @@ async def main(argv: list[str] | None = None) -> int:
         print(f"{truth:<12} {row}   {pairs[(truth, truth)] / total:6.1%}")
     right = sum(pairs[(c, c)] for c in classes)
     print(f"accuracy {right / len(labels):.1%} ({right} of {len(labels)})")
+    baseline = baseline_right / len(labels)
+    ratio = f"x{right / baseline_right:.2f}" if baseline_right else "-"
+    print(
+        f"baseline, greeting-length rule ({GREETING_RULE_S} s) on the same hearing:"
+        f" {baseline:.1%}; the detector {ratio}"
+    )
     if args.verbose:
         print("\n".join(misses))
     return 0
