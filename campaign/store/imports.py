@@ -33,7 +33,7 @@ from campaign.store.models import (
 logger = logging.getLogger(__name__)
 
 _BATCH = 5_000
-_SQLITE_IMPORT_CACHE_KIB = 256 * 1024
+_SQLITE_IMPORT_CACHE_KIB = 64 * 1024  # holds a 1M-contact campaign's random-order key
 #: what an import writes of each new contact, in the order `new_contacts` yields them
 #: (the columns every new contact shares are the import's constants)
 _CONTACT_COLUMNS = (
