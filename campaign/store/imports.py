@@ -124,7 +124,7 @@ def _bulk_insert(
 
     The constants are converted for the driver once per import. SQLite: `executemany`
     of `INSERT ... ON CONFLICT DO NOTHING`, the constants bound through the columns' own
-    types. PostgreSQL: `COPY` straight into the table, a batch at a time under a
+    types. PostgreSQL: binary `COPY` straight into the table, a batch at a time under a
     savepoint; a batch that meets a row written meanwhile is copied again into a
     temporary table and inserted from it with `ON CONFLICT DO NOTHING`.
     """
@@ -160,7 +160,7 @@ def _is_json(table: Table, column: str) -> bool:
     return isinstance(table.c[column].type, JSON)
 
 
-def _copy_json(value: Any) -> str:
+def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
@@ -179,7 +179,7 @@ def _json_object(keys: Sequence[str]) -> Callable[[Sequence[str]], str]:
 def _copy_value(table: Table, column: str, value: Any) -> Any:
     """A constant as `COPY` takes it (JSON as its text; the rest psycopg adapts)."""
     if value is not None and _is_json(table, column):
-        return _copy_json(value)
+        return _json_text(value)
     return value
 
 
@@ -331,7 +331,7 @@ def import_contacts(
                 found = zoned.get(zones)
                 if found is None:
                     key = zone_key(zones)
-                    found = zoned[zones] = (_copy_json(zones), zone_set_ids(session, [key])[key])
+                    found = zoned[zones] = (_json_text(zones), zone_set_ids(session, [key])[key])
                 counts["new"] += 1
                 yield (
                     e164,
