@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -517,12 +518,16 @@ def imports(rows: int, backends: list[str], pg: Postgres | None) -> None:
     sheet = write_sheet(DATA / f"contacts-{label(rows)}.csv", rows)
     env = dict(os.environ)
     print(
-        f"\n`dialer import` of {label(rows)} rows (baseline: `dialer check`, the validation alone):"
+        f"\n`dialer import` of {label(rows)} rows (baseline: `dialer check`, the validation alone;"
+        " CPU: the command's user + sys; load: the 1-minute load average as it ended):"
     )
-    print("| backend | job | wall | peak RSS | ratio to check |")
-    print("|---|---|---:|---:|---:|")
-    check = measured([DIALER, "check", str(sheet), "--region", "US"], env)
-    print(f"| — | dialer check | {check['wall']:.1f} s | {check['rss_mib']:.0f} MiB | x1.00 |")
+    print("| backend | job | wall | CPU | peak RSS | ratio to check | load |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    check = timed([DIALER, "check", str(sheet), "--region", "US"], env)
+    print(
+        f"| — | dialer check | {check['wall']:.1f} s | {check['cpu']:.1f} s"
+        f" | {check['rss_mib']:.0f} MiB | x1.00 | {check['load']:.1f} |"
+    )
     for backend in backends:
         if backend == "sqlite":
             target = DATA / "import.db"
@@ -533,21 +538,32 @@ def imports(rows: int, backends: list[str], pg: Postgres | None) -> None:
             assert pg is not None
             url = pg.database("import_bench", fresh=True)
         job = [DIALER, "import", str(sheet), "--campaign", "imported", "--region", "US"]
-        done = measured([*job, "--db", url], env)
-        again = measured([*job, "--db", url], env)  # idempotent: nothing new the second time
+        done = timed([*job, "--db", url], env)
+        again = timed([*job, "--db", url], env)  # idempotent: nothing new the second time
         for what, result in (("dialer import", done), ("import again", again)):
             if "error" in result:
-                print(f"| {backend} | {what} | refused: {result['error']} | | |")
+                print(f"| {backend} | {what} | refused: {result['error']} | | | | |")
                 continue
             print(
-                f"| {backend} | {what} | {result['wall']:.1f} s | {result['rss_mib']:.0f} MiB"
-                f" | x{result['wall'] / check['wall']:.2f} |"
+                f"| {backend} | {what} | {result['wall']:.1f} s | {result['cpu']:.1f} s"
+                f" | {result['rss_mib']:.0f} MiB | x{result['wall'] / check['wall']:.2f}"
+                f" | {result['load']:.1f} |"
             )
         if backend == "sqlite":
             for leftover in DATA.glob("import.db*"):
                 leftover.unlink()
         elif pg is not None:
             pg.drop("import_bench")
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """`measured`, plus the command's CPU time (user + sys) and the load as it ended."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = measured(cmd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["load"] = os.getloadavg()[0]
+    return result
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from campaign.contacts.numbers import (
 )
 from campaign.contacts.policy import (
     AcceptedContacts,
+    ContactRow,
     Duplicate,
     ParsedContact,
     Progress,
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_EXTENSION",
     "AcceptedContacts",
     "Columns",
+    "ContactRow",
     "Duplicate",
     "NormalisedNumber",
     "ParsedContact",

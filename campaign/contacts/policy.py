@@ -8,6 +8,7 @@ when they are read (`AcceptedContacts`).
 from __future__ import annotations
 
 import logging
+import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -106,21 +107,29 @@ class _Built(Sequence[_T]):
         return f"<{len(self)} rows>"
 
 
+#: An accepted contact as a plain tuple, the form an import writes it in:
+#: (row, e164, raw, extension, name, timezones, values), `values` being the variable
+#: columns' cells in `AcceptedContacts.variable_names` order.
+ContactRow = tuple[int, str, str, str | None, str | None, tuple[str, ...], tuple[str, ...]]
+
+
 class AcceptedContacts(_Built[ParsedContact]):
     """The dialable rows of a sheet; each becomes a `ParsedContact` when it is read.
 
     `dialer check` only counts them, and a million records with a dict of
     variables each would cost more than checking their numbers did. Each row is kept
-    as (its index in `sheet.rows`, its number), added in row order.
+    as (its index in `sheet.rows`, its number), added in row order; `rows()` gives
+    them as plain tuples (`ContactRow`), without a record or a dict per contact.
     """
 
-    __slots__ = ("_columns", "_sheet", "_variables")
+    __slots__ = ("_columns", "_sheet", "_values", "variable_names")
 
     def __init__(self, sheet: Sheet, columns: Columns) -> None:
         super().__init__(self._contact)
         self._sheet = sheet
         self._columns = columns
-        self._variables = [(sheet.headers[index], index) for index in columns.variables]
+        self.variable_names = [sheet.headers[index] for index in columns.variables]
+        self._values = _picker(columns.variables)
 
     def __repr__(self) -> str:
         return f"<{len(self)} accepted contacts of {self._sheet.source}>"
@@ -128,22 +137,55 @@ class AcceptedContacts(_Built[ParsedContact]):
     def e164s(self) -> list[str]:
         return [e164 for _, (_, _, e164, *_) in self._items if e164]
 
-    def _contact(self, item: tuple[Any, ...]) -> ParsedContact:
+    def rows(self) -> Iterator[ContactRow]:
+        """Every accepted contact as a `ContactRow`, in row order."""
+        return map(self._row, self._items)
+
+    def _row(self, item: tuple[Any, ...]) -> ContactRow:
         position, (raw, _, e164, extension, _, zones) = item
         row = self._sheet.rows[position]
-        columns, width = self._columns, len(row)
+        columns = self._columns
         assert e164 is not None
-        zone = _zone_names().get(_cell(row, columns.timezone).casefold())
+        if columns.timezone is not None:
+            zones = _narrowed(zones, _zone_names().get(_cell(row, columns.timezone).casefold()))
         name = " ".join(cell for index in columns.name if (cell := _cell(row, index)))
-        return ParsedContact(
+        return (
             self._sheet.row_numbers[position],
             e164,
             raw,
             _extension(extension, row, columns),
             name or None,
-            _narrowed(zones, zone),
-            {header: (row[i] if i < width else "") for header, i in self._variables},
+            zones,
+            self._values(row),
         )
+
+    def _contact(self, item: tuple[Any, ...]) -> ParsedContact:
+        number, e164, raw, extension, name, zones, values = self._row(item)
+        variables = dict(zip(self.variable_names, values, strict=True))
+        return ParsedContact(number, e164, raw, extension, name, zones, variables)
+
+
+def _picker(indices: Sequence[int]) -> Callable[[Row], tuple[str, ...]]:
+    """The cells at `indices` of a row as a tuple ("" past a short row's end)."""
+    width = max(indices, default=-1) + 1
+    if not indices:
+        return lambda row: ()
+    whole: Callable[[Row], Any]
+    if len(indices) >= 2:
+        whole = operator.itemgetter(*indices)
+    else:
+        only = indices[0]
+
+        def whole(row: Row) -> tuple[str, ...]:
+            return (row[only],)
+
+    def pick(row: Row) -> tuple[str, ...]:
+        if len(row) >= width:
+            picked: tuple[str, ...] = whole(row)
+            return picked
+        return tuple(row[index] if index < len(row) else "" for index in indices)
+
+    return pick
 
 
 def _plain(number: NormalisedNumber) -> _Answer:

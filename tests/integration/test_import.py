@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,38 @@ def test_two_processes_creating_one_new_campaign_both_get_it(pg_ledger_url: str)
     other.join(30)
     assert not errors and got == [made]
     second.dispose()
+
+
+def test_imported_contacts_are_the_checked_sheets_contacts(
+    any_ledger_url: str, tmp_path: Path
+) -> None:
+    """The import streams plain rows and encodes variables itself: what it stores is what
+    the check reads (`ParsedContact`), its JSON text byte for byte as the ORM writes it."""
+    text = (
+        "Name,Phone,Plan,Note,Zone,Extra\n"
+        'Zoë "Z",+14155552671,gold,"say ""hi""\\n\tthen, \u2603",America/Chicago,x\n'
+        "Al,212-555-0187,,,\n"  # short: its last column missing
+        "Bo,+442079460000,silver,\x7f\u00e9\U0001f600,,y\n"
+    )
+    sheet = read_sheet(write(tmp_path / "odd.csv", text))
+    result = validate_sheet(sheet, region="US")
+    ledger = open_ledger(any_ledger_url)
+    import_store.import_contacts(ledger, "odd", result, "odd.csv")
+    stored = contacts(any_ledger_url, "odd")
+    expected = list(result.accepted)
+    assert len(stored) == len(expected) == 3
+    for contact, parsed in zip(stored, expected, strict=True):
+        assert (contact.source_row, contact.e164, contact.raw_phone) == (
+            parsed.row,
+            parsed.e164,
+            parsed.raw,
+        )
+        assert (contact.name, contact.extension) == (parsed.name, parsed.extension)
+        assert contact.timezones == list(parsed.timezones)
+        assert contact.variables == parsed.variables
+    assert stored[0].timezones == ["America/Los_Angeles", "America/Chicago"]
+    assert stored[1].variables == {"Plan": "", "Note": "", "Extra": ""}
+    with ledger.engine.connect() as conn:
+        query = "SELECT CAST(variables AS TEXT) FROM contacts ORDER BY id"
+        texts = list(conn.exec_driver_sql(query).scalars())
+    assert texts == [json.dumps(parsed.variables) for parsed in expected]
