@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -98,6 +98,8 @@ class Ledger:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: zone sets read so far, by id (rows are only ever added, never changed)
+        self.zone_sets: dict[int, list[str]] = {}
 
     @property
     def is_postgres(self) -> bool:
@@ -108,6 +110,13 @@ class Ledger:
         """A session in one transaction: committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in one transaction, committed on success: the hot path's
+        (no ORM session, no identity map, a fraction of the CPU per statement)."""
+        with self.engine.begin() as connection:
+            yield connection
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
