@@ -301,13 +301,14 @@ def claims(url: str, n: int) -> dict[str, Any]:
 
 class RoundTrips:
     """What a ledger call sends PostgreSQL: its statements, and its round trips (each
-    statement, a transaction's BEGIN and COMMIT, a pool checkout's ping)."""
+    statement, a transaction's BEGIN and COMMIT, the ping of a connection left idle)."""
 
     def __init__(self, engine: Any) -> None:
         from sqlalchemy import event
 
+        from campaign.store.db import PING_IF_IDLE
+
         self.statements = self.round_trips = 0
-        ping = 1 if getattr(engine.pool, "_pre_ping", False) else 0
 
         def statement(*_args: Any) -> None:
             self.statements += 1
@@ -316,8 +317,10 @@ class RoundTrips:
         def ends(*_args: Any) -> None:
             self.round_trips += 1
 
-        def pinged(*_args: Any) -> None:
-            self.round_trips += ping
+        def pinged(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            # the pool pings a connection that sat idle (`PING_IF_IDLE`), as it is taken
+            if time.monotonic() - record.info.get("checked_in", 0.0) >= PING_IF_IDLE:
+                self.round_trips += 1
 
         event.listen(engine, "before_cursor_execute", statement)
         event.listen(engine, "begin", ends)  # psycopg sends BEGIN with the first statement
@@ -537,7 +540,7 @@ def concurrent_runs(args: argparse.Namespace, url: str, size: int) -> None:
     print(f"\nPostgreSQL, {label(size)} contacts, all open, each call held 20 ms then completed")
     print("(baseline: one process; 'highest in flight' is the count each claim saw under lock):")
     print("CPU: the client's per claim that took a contact and per finalise; statements and")
-    print("round trips (BEGIN, statements, COMMIT, a ping per checkout) each, from one worker.")
+    print("round trips (BEGIN, statements, COMMIT, a ping of an idle connection) each.")
     print(
         "| processes | cap | claims/s (total) | highest in flight | capped | refused"
         " | claim CPU | finalise CPU | claim stmts / trips | finalise stmts / trips | load |"

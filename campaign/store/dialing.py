@@ -418,7 +418,7 @@ def claim_next(
             "cap": max_concurrent,
             "stamp": utcnow(),
         }
-        params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
+        params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)}, sets=open_sets)
         ahead = replace(bucket)
         ahead.try_take(wall)  # the bucket as it is if this claim is made
         params["tat"] = ahead.tat
@@ -427,7 +427,7 @@ def claim_next(
         second_look = True  # SQLite: step by step
         if ledger.is_postgres:
             # One statement: counted, probed, taken, numbered and paced (`_claim_query`).
-            row = conn.execute(_claim_query(len(open_sets)), params).one()
+            row = conn.execute(_CLAIM_PG, params).one()
             in_flight = int(row.in_flight)
             if row.attempt_id is not None:
                 picked = row
@@ -552,8 +552,27 @@ def _probe_params(sets: int, passing: bool) -> list[BindParameter[Any]]:
     return params
 
 
-@lru_cache(maxsize=256)
-def _claim_query(sets: int) -> TextualSelect:
+#: `_earliest_due_sql` on PostgreSQL: the same probes, the open sets an array, so one
+#: short statement serves any number of sets (psycopg re-parses, on every execution, a
+#: statement longer than the 4 KiB its cache keeps: 1 ms of CPU at 18 sets)
+_EARLIEST_DUE_PG = "".join(
+    (
+        "(SELECT p.id FROM unnest(CAST(:sets AS integer[])) AS s (zs) CROSS JOIN LATERAL (",
+        " UNION ALL ".join(
+            "(SELECT id, due_at FROM contacts WHERE campaign_id = :campaign"
+            f" AND zone_set_id = s.zs AND status = '{status}' AND {due}"
+            " ORDER BY due_at, id LIMIT 1)"
+            for status, due in (
+                (ContactStatus.PENDING.value, "due_at IS NOT NULL"),
+                (ContactStatus.RETRY.value, "due_at <= :now"),
+            )
+        ),
+        ") AS p ORDER BY p.due_at, p.id LIMIT 1)",
+    )
+)
+
+
+def _claim_query() -> TextualSelect:
     """A whole claim after the campaign row's lock, as one PostgreSQL statement.
 
     Its snapshot is taken once the lock is held, so the count of calls in flight sees
@@ -566,7 +585,7 @@ def _claim_query(sets: int) -> TextualSelect:
     query = text(
         f"WITH flying AS ({_IN_FLIGHT_SQL}),"
         f" pick AS (SELECT {_CONTACT_SQL} FROM contacts AS c"
-        f" WHERE c.id = {_earliest_due_sql(sets, False)}"
+        f" WHERE c.id = {_EARLIEST_DUE_PG}"
         " AND (SELECT in_flight FROM flying) < :cap),"
         " took AS (UPDATE contacts SET status = 'in_progress', due_at = NULL,"
         f" updated_at = :stamp WHERE id = (SELECT id FROM pick WHERE NOT listed)"
@@ -584,8 +603,13 @@ def _claim_query(sets: int) -> TextualSelect:
         column("room_name", String),
     )
     return query.bindparams(
-        *_probe_params(sets, False), *_ATTEMPT_PARAMS, bindparam("stamp", type_=UTCDateTime())
+        bindparam("now", type_=UTCDateTime()),
+        *_ATTEMPT_PARAMS,
+        bindparam("stamp", type_=UTCDateTime()),
     )
+
+
+_CLAIM_PG = _claim_query()
 
 
 @lru_cache(maxsize=256)
