@@ -17,8 +17,9 @@ Each claim is released (its contact back to pending) outside the timed part, so 
 ledger stays as built. The baseline is the 10k ledger: the script prints the 1M/10k
 ratio of every figure. Then, on PostgreSQL, on a copy of the largest ledger, 1
 (baseline), 2 and 4 processes claim at once (large and small caps), each call held
-20 ms and then completed: total claims/s and the highest in-flight count any claim
-saw. Then `dialer import` of a 1M-row CSV on each backend against `dialer check` of
+20 ms and then completed: total claims/s, the highest in-flight count any claim
+saw, and the client's CPU, statements and round trips per claim and per finalise.
+Then `dialer import` of a 1M-row CSV on each backend against `dialer check` of
 the same file (the validation alone), wall time and peak RSS.
 A refused or failed call is counted and printed, never a traceback.
 """
