@@ -17,8 +17,9 @@ Each claim is released (its contact back to pending) outside the timed part, so 
 ledger stays as built. The baseline is the 10k ledger: the script prints the 1M/10k
 ratio of every figure. Then, on PostgreSQL, on a copy of the largest ledger, 1
 (baseline), 2 and 4 processes claim at once (large and small caps), each call held
-20 ms and then completed: total claims/s and the highest in-flight count any claim
-saw. Then `dialer import` of a 1M-row CSV on each backend against `dialer check` of
+20 ms and then completed: total claims/s, the highest in-flight count any claim
+saw, and the client's CPU, statements and round trips per claim and per finalise.
+Then `dialer import` of a 1M-row CSV on each backend against `dialer check` of
 the same file (the validation alone), wall time and peak RSS.
 A refused or failed call is counted and printed, never a traceback.
 """
@@ -160,6 +161,13 @@ class Postgres:
                 conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
 
+    def exists(self, name: str) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return found.fetchone() is not None
+
     def drop(self, name: str) -> None:
         import psycopg
 
@@ -293,10 +301,44 @@ def claims(url: str, n: int) -> dict[str, Any]:
     return results
 
 
+class RoundTrips:
+    """What a ledger call sends PostgreSQL: its statements, and its round trips (each
+    statement, a transaction's BEGIN and COMMIT, the ping of a connection left idle)."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        from campaign.store.db import PING_IF_IDLE
+
+        self.statements = self.round_trips = 0
+
+        def statement(*_args: Any) -> None:
+            self.statements += 1
+            self.round_trips += 1
+
+        def ends(*_args: Any) -> None:
+            self.round_trips += 1
+
+        def pinged(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            # the pool pings a connection that sat idle (`PING_IF_IDLE`), as it is taken
+            if time.monotonic() - record.info.get("checked_in", 0.0) >= PING_IF_IDLE:
+                self.round_trips += 1
+
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "begin", ends)  # psycopg sends BEGIN with the first statement
+        event.listen(engine, "commit", ends)
+        event.listen(engine, "rollback", ends)
+        event.listen(engine.pool, "checkout", pinged)
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.statements, self.round_trips
+
+
 def concurrent_worker(url: str, seconds: float, cap: int) -> dict[str, Any]:
     """Say "ready", read the start time, then claim for `seconds` from it; each call is
     held 20 ms, then finalised as a completed call (so every claim takes a fresh
-    contact, as in a real campaign)."""
+    contact, as in a real campaign). Also the client's CPU, statements and round trips
+    of each claim that took a contact and of each finalise."""
     from campaign.outcomes import ContactStatus, Outcome
     from campaign.pacing import TokenBucket
     from campaign.store import dialing as store
@@ -309,8 +351,20 @@ def concurrent_worker(url: str, seconds: float, cap: int) -> dict[str, Any]:
     held: deque[tuple[float, int]] = deque()
     claimed = capped = refused = 0
     highest = 0
+    trips = RoundTrips(ledger.engine)
+    #: per kind (claim: those that took a contact; finalise): count, CPU s, statements, trips
+    cost = {kind: [0, 0.0, 0, 0] for kind in ("claim", "finalise")}
+
+    def account(kind: str, cpu0: float, before: tuple[int, int]) -> None:
+        statements, round_trips = trips.snapshot()
+        row = cost[kind]
+        row[0] += 1
+        row[1] += time.process_time() - cpu0
+        row[2] += statements - before[0]
+        row[3] += round_trips - before[1]
 
     def release(attempt: int) -> None:
+        cpu0, before = time.process_time(), trips.snapshot()
         store.finalise_attempt(
             ledger,
             attempt,
@@ -318,6 +372,7 @@ def concurrent_worker(url: str, seconds: float, cap: int) -> dict[str, Any]:
             ended_at=now,
             decide=lambda _o, _d, _s: (ContactStatus.COMPLETED, None),
         )
+        account("finalise", cpu0, before)
 
     print("ready", flush=True)
     start_at = float(sys.stdin.readline() or "0")
@@ -327,6 +382,7 @@ def concurrent_worker(url: str, seconds: float, cap: int) -> dict[str, Any]:
     while time.time() < end:
         while held and time.monotonic() - held[0][0] >= 0.02:
             release(held.popleft()[1])
+        cpu0, before = time.process_time(), trips.snapshot()
         try:
             result = store.claim_next(
                 ledger,
@@ -344,6 +400,7 @@ def concurrent_worker(url: str, seconds: float, cap: int) -> dict[str, Any]:
             continue
         highest = max(highest, result.in_flight)
         if result.claimed is not None:
+            account("claim", cpu0, before)
             claimed += 1
             held.append((time.monotonic(), result.claimed.attempt_id))
         elif result.reason == "capped":
@@ -351,7 +408,13 @@ def concurrent_worker(url: str, seconds: float, cap: int) -> dict[str, Any]:
             time.sleep(0.002)
     for _, attempt in held:
         release(attempt)
-    return {"claimed": claimed, "capped": capped, "refused": refused, "highest": highest}
+    return {
+        "claimed": claimed,
+        "capped": capped,
+        "refused": refused,
+        "highest": highest,
+        "cost": cost,
+    }
 
 
 # -- the run --------------------------------------------------------------------------
@@ -462,6 +525,10 @@ def claim_table(
 
 
 def concurrency(args: argparse.Namespace, pg: Postgres, size: int) -> None:
+    if not pg.exists(f"claims_{label(size).lower()}"):  # `--parts concurrency` on its own
+        sheet = write_sheet(DATA / f"contacts-{label(size)}.csv", size)
+        built = child("--worker", "build", ledger_url("postgresql", size, pg), str(sheet))
+        print(f"built postgresql {label(size)}: {built.get('new', built.get('error'))}")
     # on a copy of the ledger: the calls made here complete their contacts
     copy = f"claims_{label(size).lower()}_calls"
     url = pg.database(copy, fresh=True, copy_of=f"claims_{label(size).lower()}")
@@ -474,8 +541,13 @@ def concurrency(args: argparse.Namespace, pg: Postgres, size: int) -> None:
 def concurrent_runs(args: argparse.Namespace, url: str, size: int) -> None:
     print(f"\nPostgreSQL, {label(size)} contacts, all open, each call held 20 ms then completed")
     print("(baseline: one process; 'highest in flight' is the count each claim saw under lock):")
-    print("| processes | cap | claims/s (total) | highest in flight | capped | refused |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("CPU: the client's per claim that took a contact and per finalise; statements and")
+    print("round trips (BEGIN, statements, COMMIT, a ping of an idle connection) each.")
+    print(
+        "| processes | cap | claims/s (total) | highest in flight | capped | refused"
+        " | claim CPU | finalise CPU | claim stmts / trips | finalise stmts / trips | load |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     baseline: dict[int, float] = {}
     for cap in (1000, 3):
         for processes in (1, 2, 4):
@@ -510,8 +582,23 @@ def concurrent_runs(args: argparse.Namespace, url: str, size: int) -> None:
             print(
                 f"| {processes} | {cap} | {rate:.0f} (x{rate / max(baseline[cap], 1e-9):.2f})"
                 f" | {max(a['highest'] for a in answers)}"
-                f" | {sum(a['capped'] for a in answers)} | {sum(a['refused'] for a in answers)} |"
+                f" | {sum(a['capped'] for a in answers)} | {sum(a['refused'] for a in answers)}"
+                f" | {_costs(answers)} | {os.getloadavg()[0]:.1f} |"
             )
+
+
+def _costs(answers: list[dict[str, Any]]) -> str:
+    """CPU per claim and per finalise over every worker; statements and round trips each."""
+    per: dict[str, list[float]] = {}
+    for kind in ("claim", "finalise"):
+        rows = [a["cost"][kind] for a in answers if "cost" in a]
+        n = sum(r[0] for r in rows)
+        per[kind] = [sum(r[i] for r in rows) / max(n, 1) for i in (1, 2, 3)]
+    claim, finalise = per["claim"], per["finalise"]
+    return (
+        f"{claim[0] * 1000:.2f} ms | {finalise[0] * 1000:.2f} ms"
+        f" | {claim[1]:.1f} / {claim[2]:.1f} | {finalise[1]:.1f} / {finalise[2]:.1f}"
+    )
 
 
 def imports(rows: int, backends: list[str], pg: Postgres | None) -> None:

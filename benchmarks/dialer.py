@@ -30,7 +30,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 from livekit import api
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -60,6 +60,9 @@ class Measured:
     requests: Counter[str] = field(default_factory=Counter)  #: LiveKit requests, by name
     ledger: Counter[str] = field(default_factory=Counter)  #: ledger calls, by store function
     errors: Counter[str] = field(default_factory=Counter)  #: refused calls, by error
+    #: CPU seconds of the ledger calls in their worker threads, by store function
+    ledger_cpu: dict[str, float] = field(default_factory=dict)
+    statements: int = 0  #: SQL statements the dialer sent its ledger
 
     def per_call(self, counts: Counter[str]) -> float:
         return sum(counts.values()) / max(self.calls - 1, 1)
@@ -70,6 +73,12 @@ async def run_dialer(
 ) -> Measured:
     """Dials, their span, CPU and what the engine asked of LiveKit and the ledger."""
     ledger = open_ledger(db_url)
+    statements = [0]
+
+    def statement(*_args: object) -> None:
+        statements[0] += 1
+
+    event.listen(ledger.engine, "before_cursor_execute", statement)
     contacts = min(600, int(seconds * cps * 1.5) + 10)
     config = parse_campaign(
         {
@@ -114,6 +123,7 @@ async def run_dialer(
             await asyncio.sleep(0.01)
         cpu0 = time.process_time()
         requests0, ledger_calls0 = Counter(tel.requests), Counter(dialer.db.calls)
+        ledger_cpu0, statements0 = dict(dialer.db.cpu), statements[0]
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
         dialer.drain()
         errors: Counter[str] = Counter()
@@ -124,13 +134,15 @@ async def run_dialer(
         cpu = time.process_time() - cpu0
         elapsed = time.monotonic() - start
         requests, ledger_calls = tel.requests - requests0, dialer.db.calls - ledger_calls0
+        ledger_cpu = {k: v - ledger_cpu0.get(k, 0.0) for k, v in dialer.db.cpu.items()}
+        sent = statements[0] - statements0
     with ledger.session() as session:
         started = sorted(
             t for t in session.scalars(select(Attempt.dial_started_at)) if t is not None
         )
     ledger.dispose()
     span = (started[-1] - started[0]).total_seconds() if len(started) > 1 else elapsed
-    return Measured(len(started), span, cpu, requests, ledger_calls, errors)
+    return Measured(len(started), span, cpu, requests, ledger_calls, errors, ledger_cpu, sent)
 
 
 async def run_baseline(env: dict[str, str], seconds: float, cps: float) -> Measured:
@@ -224,6 +236,14 @@ def main() -> None:
     print(f"ratio      rate {rate_ratio:.3f}x the baseline, CPU per call {cpu_ratio:.1f}x")
     print(f"dialer's requests per call      {_each(dialer, dialer.requests)}")
     print(f"dialer's ledger calls per call  {_each(dialer, dialer.ledger)}")
+    calls = max(dialer.calls - 1, 1)
+    ledger_ms = sum(dialer.ledger_cpu.values()) / calls * 1000
+    each = ", ".join(
+        f"{name} {seconds / calls * 1000:.2f}"
+        for name, seconds in sorted(dialer.ledger_cpu.items(), key=lambda kv: -kv[1])
+    )
+    print(f"dialer's ledger CPU per call    {ledger_ms:.2f} ms in its threads: {each}")
+    print(f"dialer's SQL statements per call {dialer.statements / calls:.2f}")
     for which, m in (("dialer", dialer), ("baseline", base)):
         for error, n in m.errors.most_common():
             print(f"{which} refused {n}x: {error}")

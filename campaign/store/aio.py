@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -68,11 +69,22 @@ class AsyncLedger:
         self._retry = retry or LedgerRetry()
         #: calls made, by store function, retries included (benchmarks/dialer.py prints them)
         self.calls: Counter[str] = Counter()
+        #: CPU seconds those calls took in their worker threads, by store function
+        self.cpu: defaultdict[str, float] = defaultdict(float)
 
     async def __call__(
         self, fn: Callable[Concatenate[Ledger, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         call = partial(fn, self.ledger, *args, **kwargs)
+        name = fn.__name__
+
+        def timed() -> T:
+            started = time.thread_time()
+            try:
+                return call()
+            finally:
+                self.cpu[name] += time.thread_time() - started
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient_ledger_fault),
             stop=stop_after_attempt(self._retry.attempts),
@@ -82,6 +94,6 @@ class AsyncLedger:
         )
         async for attempt in retrying:
             with attempt:
-                self.calls[fn.__name__] += 1
-                return await asyncio.to_thread(call)
+                self.calls[name] += 1
+                return await asyncio.to_thread(timed)
         raise AssertionError("unreachable: tenacity either returns or raises")

@@ -17,14 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 from sqlalchemy import (
     BindParameter,
     Boolean,
+    Connection,
     Integer,
     Row,
     String,
+    Table,
     TextClause,
     TextualSelect,
     bindparam,
@@ -48,14 +50,12 @@ from campaign.outcomes import (
 )
 from campaign.pacing import TokenBucket
 from campaign.store.db import Ledger
-from campaign.store.leases import db_now
 from campaign.store.models import (
     DUE_STATUSES,
     Attempt,
     CallRecord,
     Campaign,
     Contact,
-    DialerLease,
     DncEntry,
     UTCDateTime,
     ZoneSet,
@@ -167,10 +167,16 @@ class CampaignSummary:
         return sum(n for s, n in self.contacts.items() if s not in FINAL_CONTACT_STATUSES)
 
 
-def _serialise(session: Session) -> None:
+def _dialect(conn: Session | Connection) -> str:
+    return (conn.get_bind().dialect if isinstance(conn, Session) else conn.dialect).name
+
+
+def _serialise(conn: Session | Connection) -> None:
     """Take SQLite's write lock now, so a claim's read and write are one serial step."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+    if _dialect(conn) == "sqlite":
+        (conn.connection() if isinstance(conn, Session) else conn).exec_driver_sql(
+            "BEGIN IMMEDIATE"
+        )
 
 
 def upsert_campaign(session: Session, name: str, region: str) -> Campaign:
@@ -222,9 +228,9 @@ def contact_count(ledger: Ledger, campaign: int) -> int:
         )
 
 
-def _in_flight_count(session: Session, campaign: int) -> int:
+def _in_flight_count(conn: Session | Connection, campaign: int) -> int:
     return (
-        session.scalar(
+        conn.scalar(
             select(func.count())
             .select_from(Attempt)
             .where(Attempt.campaign_id == campaign, Attempt.status.in_(IN_FLIGHT))
@@ -242,7 +248,7 @@ class NewAttempt:
 
 @overload
 def new_attempt(
-    session: Session,
+    conn: Session | Connection,
     contact_id: int,
     campaign_id: int,
     *,
@@ -256,7 +262,7 @@ def new_attempt(
 
 @overload
 def new_attempt(
-    session: Session,
+    conn: Session | Connection,
     contact_id: int,
     campaign_id: int,
     *,
@@ -269,7 +275,7 @@ def new_attempt(
 
 
 def new_attempt(
-    session: Session,
+    conn: Session | Connection,
     contact_id: int,
     campaign_id: int,
     *,
@@ -295,13 +301,13 @@ def new_attempt(
         "now": now,
         "stamp": utcnow(),
     }
-    if session.get_bind().dialect.name == "postgresql":
-        row = session.execute(_new_attempt_query(only_if_due, True), params).first()
+    if _dialect(conn) == "postgresql":
+        row = conn.execute(_new_attempt_query(only_if_due, True), params).first()
     else:
-        took = session.execute(_take_contact_query(only_if_due), params)
+        took = conn.execute(_take_contact_query(only_if_due), params)
         if not took.rowcount:  # type: ignore[attr-defined]
             return None
-        row = session.execute(_new_attempt_query(only_if_due, False), params).first()
+        row = conn.execute(_new_attempt_query(only_if_due, False), params).first()
     return None if row is None else NewAttempt(int(row.id), int(row.number), row.room_name)
 
 
@@ -375,20 +381,28 @@ def claim_next(
     Every claim waits for the campaign row, so how long one holds it bounds the claims
     per second of all the dialers together. On PostgreSQL it is held for two statements
     and the commit: its lock, then one that does the rest (`_claim_query`). On SQLite,
-    whose writers are serial anyway, the same steps are separate statements.
+    whose writers are serial anyway, the same steps are separate statements. The zone
+    sets are read once per process (rows are only ever added): the lock's statement
+    says whether any were added since.
     """
-    with ledger.session() as session:
-        _serialise(session)
+    with ledger.transaction() as conn:
+        _serialise(conn)
         # Before the campaign row is locked: other claims need not wait for this part.
-        open_sets = [zs for zs, zones in _zone_sets(session) if window.is_open(zones, now)]
+        if not ledger.zone_sets:
+            _read_zone_sets(ledger, conn)
+        known = max(ledger.zone_sets, default=0)
+        open_sets = _open_sets(ledger, window, now)
         lock = _LOCK_CAMPAIGN if ledger.is_postgres else _LOCK_CAMPAIGN_SQLITE
-        status, pace_tat = session.execute(lock, {"campaign": campaign}).one()
+        status, pace_tat, newest = conn.execute(lock, {"campaign": campaign}).one()
+        if newest is not None and newest > known:  # an import added zone sets meanwhile
+            _read_zone_sets(ledger, conn)
+            open_sets = _open_sets(ledger, window, now)
         if clock is not None:
             now, wall = clock()
         bucket.tat = pace_tat if pace_tat is not None else -math.inf
         wait = bucket.wait_time(wall)
         if status != CampaignStatus.ACTIVE.value or wait > 0:
-            in_flight = _in_flight_count(session, campaign)
+            in_flight = _in_flight_count(conn, campaign)
             if status != CampaignStatus.ACTIVE.value:
                 return ClaimResult("inactive", status, in_flight)
             if in_flight >= max_concurrent:
@@ -404,7 +418,7 @@ def claim_next(
             "cap": max_concurrent,
             "stamp": utcnow(),
         }
-        params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)})
+        params.update({f"zs{i}": zs for i, zs in enumerate(open_sets)}, sets=open_sets)
         ahead = replace(bucket)
         ahead.try_take(wall)  # the bucket as it is if this claim is made
         params["tat"] = ahead.tat
@@ -413,7 +427,7 @@ def claim_next(
         second_look = True  # SQLite: step by step
         if ledger.is_postgres:
             # One statement: counted, probed, taken, numbered and paced (`_claim_query`).
-            row = session.execute(_claim_query(len(open_sets)), params).one()
+            row = conn.execute(_CLAIM_PG, params).one()
             in_flight = int(row.in_flight)
             if row.attempt_id is not None:
                 picked = row
@@ -421,9 +435,9 @@ def claim_next(
             # a contact read but not taken (DNC, stale, changed meanwhile) needs a second look
             second_look = row.id is not None and attempt is None
         if second_look:
-            in_flight, picked, attempt = _take_earliest_due(session, params, len(open_sets))
+            in_flight, picked, attempt = _take_earliest_due(conn, params, len(open_sets))
             if attempt is not None:
-                session.execute(_PACE, params)
+                conn.execute(_PACE, params)
         if in_flight >= max_concurrent:
             return ClaimResult("capped", status, in_flight)
         if picked is None or attempt is None:
@@ -444,9 +458,13 @@ def claim_next(
         return ClaimResult("claimed", status, in_flight + 1, claimed)
 
 
-#: the campaign row, locked for the claim (SQLite: the write lock is held already)
-_LOCK_CAMPAIGN = text("SELECT status, pace_tat FROM campaigns WHERE id = :campaign FOR UPDATE")
-_LOCK_CAMPAIGN_SQLITE = text("SELECT status, pace_tat FROM campaigns WHERE id = :campaign")
+#: the campaign row, locked for the claim (SQLite: the write lock is held already), and
+#: the newest zone set's id (one seek in its primary key)
+_LOCK_CAMPAIGN_SQLITE = text(
+    "SELECT status, pace_tat, (SELECT max(id) FROM zone_sets) AS newest"
+    " FROM campaigns WHERE id = :campaign"
+)
+_LOCK_CAMPAIGN = text(f"{_LOCK_CAMPAIGN_SQLITE.text} FOR UPDATE OF campaigns")
 _PACE = text(
     "UPDATE campaigns SET pace_tat = :tat, updated_at = :stamp WHERE id = :campaign"
 ).bindparams(bindparam("stamp", type_=UTCDateTime()))
@@ -456,13 +474,27 @@ _PACE = text(
 _MAX_PASSED = 100
 
 
-def _zone_sets(session: Session) -> list[tuple[int, list[str]]]:
+def _zone_sets(conn: Session | Connection) -> list[tuple[int, list[str]]]:
     """Every zone set (a handful per ledger, whatever the number of contacts)."""
-    rows = session.execute(select(ZoneSet.id, ZoneSet.zones).order_by(ZoneSet.id))
+    rows = conn.execute(select(ZoneSet.id, ZoneSet.zones).order_by(ZoneSet.id))
     return [(zs, [str(z) for z in zones or []]) for zs, zones in rows]
 
 
-_contacts = Contact.__table__.c
+def _open_sets(ledger: Ledger, window: CallingWindow, now: datetime) -> list[int]:
+    return [zs for zs, zones in ledger.zone_sets.items() if window.is_open(zones, now)]
+
+
+def _read_zone_sets(ledger: Ledger, conn: Connection) -> None:
+    """Add the zone sets not read yet to `ledger.zone_sets`."""
+    known = max(ledger.zone_sets, default=0)
+    rows = conn.execute(
+        select(ZoneSet.id, ZoneSet.zones).where(ZoneSet.id > known).order_by(ZoneSet.id)
+    )
+    ledger.zone_sets.update((zs, [str(z) for z in zones or []]) for zs, zones in rows)
+
+
+_CONTACTS = cast(Table, Contact.__table__)
+_contacts = _CONTACTS.c
 #: what a claim reads: the calls in flight, then the contact it takes (NULLs: none)
 _PICKED_COLUMNS = (
     column("in_flight", Integer),
@@ -520,8 +552,27 @@ def _probe_params(sets: int, passing: bool) -> list[BindParameter[Any]]:
     return params
 
 
-@lru_cache(maxsize=256)
-def _claim_query(sets: int) -> TextualSelect:
+#: `_earliest_due_sql` on PostgreSQL: the same probes, the open sets an array, so one
+#: short statement serves any number of sets (psycopg re-parses, on every execution, a
+#: statement longer than the 4 KiB its cache keeps: 1 ms of CPU at 18 sets)
+_EARLIEST_DUE_PG = "".join(
+    (
+        "(SELECT p.id FROM unnest(CAST(:sets AS integer[])) AS s (zs) CROSS JOIN LATERAL (",
+        " UNION ALL ".join(
+            "(SELECT id, due_at FROM contacts WHERE campaign_id = :campaign"
+            f" AND zone_set_id = s.zs AND status = '{status}' AND {due}"
+            " ORDER BY due_at, id LIMIT 1)"
+            for status, due in (
+                (ContactStatus.PENDING.value, "due_at IS NOT NULL"),
+                (ContactStatus.RETRY.value, "due_at <= :now"),
+            )
+        ),
+        ") AS p ORDER BY p.due_at, p.id LIMIT 1)",
+    )
+)
+
+
+def _claim_query() -> TextualSelect:
     """A whole claim after the campaign row's lock, as one PostgreSQL statement.
 
     Its snapshot is taken once the lock is held, so the count of calls in flight sees
@@ -534,7 +585,7 @@ def _claim_query(sets: int) -> TextualSelect:
     query = text(
         f"WITH flying AS ({_IN_FLIGHT_SQL}),"
         f" pick AS (SELECT {_CONTACT_SQL} FROM contacts AS c"
-        f" WHERE c.id = {_earliest_due_sql(sets, False)}"
+        f" WHERE c.id = {_EARLIEST_DUE_PG}"
         " AND (SELECT in_flight FROM flying) < :cap),"
         " took AS (UPDATE contacts SET status = 'in_progress', due_at = NULL,"
         f" updated_at = :stamp WHERE id = (SELECT id FROM pick WHERE NOT listed)"
@@ -552,8 +603,13 @@ def _claim_query(sets: int) -> TextualSelect:
         column("room_name", String),
     )
     return query.bindparams(
-        *_probe_params(sets, False), *_ATTEMPT_PARAMS, bindparam("stamp", type_=UTCDateTime())
+        bindparam("now", type_=UTCDateTime()),
+        *_ATTEMPT_PARAMS,
+        bindparam("stamp", type_=UTCDateTime()),
     )
+
+
+_CLAIM_PG = _claim_query()
 
 
 @lru_cache(maxsize=256)
@@ -568,7 +624,7 @@ def _pick_query(sets: int, passing: bool) -> TextualSelect:
 
 
 def _take_earliest_due(
-    session: Session, params: dict[str, Any], sets: int
+    conn: Connection, params: dict[str, Any], sets: int
 ) -> tuple[int, Row[Any] | None, NewAttempt | None]:
     """The calls in flight, and the earliest due contact of the open sets with the
     attempt written for it (None, None: capped, or nothing due), step by step.
@@ -580,22 +636,22 @@ def _take_earliest_due(
     passed: list[int] = []
     while True:
         query = _pick_query(sets, bool(passed))
-        picked = session.execute(query, {**params, "passed": passed} if passed else params).one()
+        picked = conn.execute(query, {**params, "passed": passed} if passed else params).one()
         in_flight = int(picked.in_flight)
         if picked.id is None or len(passed) >= _MAX_PASSED:
             return in_flight, None, None
         passed.append(picked.id)
-        this = update(Contact).where(Contact.id == picked.id)
+        this = _CONTACTS.update().where(_CONTACTS.c.id == picked.id)
         if picked.status not in DUE_STATUSES or picked.is_test or picked.due_at is None:
             # a stale due time written around the store: heal it
-            session.execute(this.values(due_at=None).execution_options(synchronize_session=False))
+            conn.execute(this.values(due_at=None))
             continue
         if picked.listed:
             closed = {"status": ContactStatus.DNC.value, "next_attempt_at": None, "due_at": None}
-            session.execute(this.values(**closed).execution_options(synchronize_session=False))
+            conn.execute(this.values(**closed))
             continue
         attempt = new_attempt(
-            session,
+            conn,
             picked.id,
             params["campaign"],
             campaign_name=params["campaign_name"],
@@ -728,19 +784,27 @@ def campaign_status(ledger: Ledger, campaign: int) -> str:
         return session.scalar(select(Campaign.status).where(Campaign.id == campaign)) or ""
 
 
+#: the guarded dial mark; with the DNC check in it for `start_dial`
+_DIAL_MARK = (
+    "UPDATE attempts SET dial_started_at = :at WHERE id = :attempt"
+    f" AND status = '{AttemptStatus.DIALING.value}' AND dial_started_at IS NULL"
+)
+_MARK_DIAL = text(_DIAL_MARK).bindparams(bindparam("at", type_=UTCDateTime()))
+_START_DIAL = text(
+    f"{_DIAL_MARK} AND NOT EXISTS (SELECT 1 FROM dnc WHERE dnc.e164 = :e164)"
+).bindparams(bindparam("at", type_=UTCDateTime()))
+_LISTED = text("SELECT 1 FROM dnc WHERE e164 = :e164")
+_MARK_ANSWERED = text(
+    f"UPDATE attempts SET status='{AttemptStatus.IN_CALL.value}', answered_at = :at"
+    f" WHERE id = :attempt AND status = '{AttemptStatus.DIALING.value}'"
+).bindparams(bindparam("at", type_=UTCDateTime()))
+
+
 def mark_dial_started(ledger: Ledger, attempt_id: int, at: datetime) -> bool:
     """Record that the SIP call is about to be placed. False: someone else owns the attempt now."""
-    with ledger.session() as session:
-        result = session.execute(
-            update(Attempt)
-            .where(
-                Attempt.id == attempt_id,
-                Attempt.status == AttemptStatus.DIALING.value,
-                Attempt.dial_started_at.is_(None),
-            )
-            .values(dial_started_at=at)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    with ledger.transaction() as conn:
+        result = conn.execute(_MARK_DIAL, {"attempt": attempt_id, "at": at})
+        return bool(result.rowcount)
 
 
 #: how `start_dial` went: marked; refused, the number is on the DNC list (the attempt is
@@ -749,31 +813,18 @@ DialStart = Literal["started", "on_dnc_list", "taken"]
 
 
 def start_dial(ledger: Ledger, attempt_id: int, e164: str, at: datetime) -> DialStart:
-    """`mark_dial_started` and the dial-time DNC check in one guarded update."""
-    with ledger.session() as session:
-        listed = select(DncEntry.e164).where(DncEntry.e164 == e164)
-        result = session.execute(
-            update(Attempt)
-            .where(
-                Attempt.id == attempt_id,
-                Attempt.status == AttemptStatus.DIALING.value,
-                Attempt.dial_started_at.is_(None),
-                ~listed.exists(),
-            )
-            .values(dial_started_at=at)
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
+    """`mark_dial_started` and the dial-time DNC check in one guarded update; only a
+    refusal takes a second statement, to say why."""
+    with ledger.transaction() as conn:
+        result = conn.execute(_START_DIAL, {"attempt": attempt_id, "at": at, "e164": e164})
+        if result.rowcount:
             return "started"
-        return "on_dnc_list" if session.scalar(listed) is not None else "taken"
+        return "on_dnc_list" if conn.scalar(_LISTED, {"e164": e164}) is not None else "taken"
 
 
 def mark_answered(ledger: Ledger, attempt_id: int, at: datetime) -> None:
-    with ledger.session() as session:
-        session.execute(
-            update(Attempt)
-            .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.DIALING.value)
-            .values(status=AttemptStatus.IN_CALL.value, answered_at=at)
-        )
+    with ledger.transaction() as conn:
+        conn.execute(_MARK_ANSWERED, {"attempt": attempt_id, "at": at})
 
 
 def call_record(ledger: Ledger, attempt_id: int) -> CallView | None:
@@ -816,106 +867,170 @@ def finalise_attempt(
     update is guarded by `dialing AND dial_started_at IS NULL`: None means the owner
     dialed meanwhile (or closed it), so the attempt is not settled here.
     """
-    with ledger.session() as session:
-        _serialise(session)
-        values: dict[str, Any] = {
-            "status": AttemptStatus.DONE.value,
-            "outcome": outcome.value,
-            "sip_status_code": sip_status_code,
-            "sip_status": sip_status,
-            "error": error,
-            "ended_at": ended_at,
-        }
-        if answered_at is not None:
-            values["answered_at"] = answered_at
-        guard = (
-            (Attempt.status == AttemptStatus.DIALING.value) & Attempt.dial_started_at.is_(None)
-            if only_undialed
-            else Attempt.status != AttemptStatus.DONE.value
-        )
-        done = session.execute(
-            update(Attempt)
-            .where(Attempt.id == attempt_id, guard)
-            .values(**values)
-            .returning(Attempt.contact_id)
-        ).first()
-        if done is None:
+    params: dict[str, Any] = {
+        "attempt": attempt_id,
+        "outcome": outcome.value,
+        "code": sip_status_code,
+        "sip_status": sip_status,
+        "error": error,
+        "ended_at": ended_at,
+        "answered_at": answered_at,
+    }
+    with ledger.transaction() as conn:
+        _serialise(conn)
+        # The attempt closed (guarded), its contact locked and read with its history:
+        # one statement on PostgreSQL (its history is read before the close, so this
+        # attempt is added below), two on SQLite. Then the contact moved on: one more.
+        contact = _finish_query(ledger.is_postgres, only_undialed).first(conn, params)
+        if contact is None:
             return None
-        # Core statements, four in all: the contact is locked with its campaign's status.
-        contact = session.execute(
-            select(
-                Contact.id,
-                Contact.e164,
-                Contact.is_test,
-                Contact.created_at,
-                Campaign.status.label("campaign_status"),
-            )
-            .join(Campaign, Campaign.id == Contact.campaign_id)
-            .where(Contact.id == done.contact_id)
-            .with_for_update(of=Contact)
-        ).one()
-        history = session.execute(
-            select(Attempt.outcome, func.count())
-            .where(Attempt.contact_id == contact.id, Attempt.status == AttemptStatus.DONE.value)
-            .group_by(Attempt.outcome)
-        ).all()
-        counts = {str(o): int(n) for o, n in history}
-        dials = sum(n for o, n in counts.items() if o not in UNDIALED_OUTCOMES)
-        status, next_at = decide(outcome, dials, counts.get(outcome.value, 0))
+        dials, same = int(contact.dials), int(contact.same)
+        if ledger.is_postgres:
+            dials += outcome.value not in UNDIALED_OUTCOMES
+            same += 1
+        status, next_at = decide(outcome, dials, same)
         if add_dnc:
             status, next_at = ContactStatus.DNC, None
-            if session.get(DncEntry, contact.e164) is None:
-                session.add(DncEntry(e164=contact.e164, source="agent", note="asked on a call"))
+            conn.execute(_ADD_DNC, {"e164": contact.e164, "stamp": utcnow()})
         cancelled = contact.campaign_status == CampaignStatus.CANCELLED.value
         if status == ContactStatus.RETRY and cancelled:
             status, next_at = ContactStatus.CANCELLED, None
-        moved: dict[str, Any] = {
+        moved = {
+            "contact": contact.id,
             "status": status.value,
-            "next_attempt_at": next_at,
-            "attempts_count": dials,
-            "last_outcome": outcome.value,
+            "next_at": next_at,
+            "dials": dials,
+            "outcome": outcome.value,
             "due_at": due_at_for(status.value, contact.is_test, next_at, contact.created_at),
+            "disposition": disposition or None,
+            "stamp": utcnow(),
         }
-        if disposition:
-            moved["disposition"] = disposition
-        session.execute(
-            update(Contact)
-            .where(Contact.id == contact.id)
-            .values(**moved)
-            .execution_options(synchronize_session=False)
-        )
+        conn.execute(_MOVE_CONTACT, moved)
         return Finalised(outcome, status.value, next_at, dials)
+
+
+_ATTEMPT_COLUMNS = Attempt.__table__.c
+#: an attempt closed, once (guarded: not done yet, or, `only_undialed`, never dialed)
+_CLOSE_ATTEMPT = (
+    f"UPDATE attempts SET status='{AttemptStatus.DONE.value}', outcome = :outcome,"
+    " sip_status_code = :code, sip_status = :sip_status, error = :error,"
+    " ended_at = :ended_at, answered_at = COALESCE(:answered_at, answered_at)"
+    " WHERE id = :attempt AND {guard} RETURNING contact_id"
+)
+_GUARDS = {
+    False: f"status != '{AttemptStatus.DONE.value}'",
+    True: f"status = '{AttemptStatus.DIALING.value}' AND dial_started_at IS NULL",
+}
+#: the closed attempt's contact, with its campaign's status and its closed attempts
+#: (dials: those that rang a phone; same: those with this outcome)
+_CONTACT_HISTORY = (
+    "SELECT c.id, c.e164, c.is_test, c.created_at, cp.status AS campaign_status,"
+    " (SELECT count(*) FROM attempts AS a WHERE a.contact_id = c.id"
+    f" AND a.status = '{AttemptStatus.DONE.value}'"
+    f" AND a.outcome NOT IN ({', '.join(repr(o) for o in UNDIALED_OUTCOMES)})) AS dials,"
+    " (SELECT count(*) FROM attempts AS a WHERE a.contact_id = c.id"
+    f" AND a.status = '{AttemptStatus.DONE.value}' AND a.outcome = :outcome) AS same"
+    " FROM contacts AS c JOIN campaigns AS cp ON cp.id = c.campaign_id"
+)
+_FINISH_PARAMS = (
+    bindparam("sip_status", type_=_ATTEMPT_COLUMNS.sip_status.type),
+    bindparam("ended_at", type_=UTCDateTime()),
+    bindparam("answered_at", type_=UTCDateTime()),
+)
+_HISTORY_COLUMNS = (
+    column("id", Integer),
+    column("e164", String),
+    column("is_test", Boolean),
+    column("created_at", UTCDateTime()),
+    column("campaign_status", String),
+    column("dials", Integer),
+    column("same", Integer),
+)
+
+
+class _Finish:
+    """`finalise_attempt`'s first statement(s), on a connection."""
+
+    def __init__(self, close: TextClause | TextualSelect, history: TextualSelect | None) -> None:
+        self.close, self.history = close, history
+
+    def first(self, conn: Connection, params: dict[str, Any]) -> Row[Any] | None:
+        if self.history is None:  # PostgreSQL: one statement
+            return conn.execute(self.close, params).first()
+        done = conn.execute(self.close, params).first()
+        if done is None:
+            return None
+        return conn.execute(self.history, {**params, "contact": done.contact_id}).first()
+
+
+@lru_cache(maxsize=4)
+def _finish_query(postgres: bool, only_undialed: bool) -> _Finish:
+    close = _CLOSE_ATTEMPT.format(guard=_GUARDS[only_undialed])
+    if postgres:
+        query = text(
+            f"WITH done AS ({close}) {_CONTACT_HISTORY} JOIN done ON done.contact_id = c.id"
+            " FOR UPDATE OF c"
+        )
+        return _Finish(query.columns(*_HISTORY_COLUMNS).bindparams(*_FINISH_PARAMS), None)
+    history = text(f"{_CONTACT_HISTORY} WHERE c.id = :contact").columns(*_HISTORY_COLUMNS)
+    return _Finish(text(close).bindparams(*_FINISH_PARAMS), history)
+
+
+_ADD_DNC = text(
+    "INSERT INTO dnc (e164, source, note, added_at)"
+    " VALUES (:e164, 'agent', 'asked on a call', :stamp) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("stamp", type_=UTCDateTime()))
+_MOVE_CONTACT = text(
+    "UPDATE contacts SET status = :status, next_attempt_at = :next_at,"
+    " attempts_count = :dials, last_outcome = :outcome, due_at = :due_at,"
+    " disposition = COALESCE(:disposition, disposition), updated_at = :stamp"
+    " WHERE id = :contact"
+).bindparams(
+    bindparam("next_at", type_=UTCDateTime()),
+    bindparam("due_at", type_=UTCDateTime()),
+    bindparam("disposition", type_=_contacts.disposition.type),
+    bindparam("stamp", type_=UTCDateTime()),
+)
 
 
 def in_flight_attempts(ledger: Ledger, campaign: int) -> list[InFlight]:
     """Attempts left `dialing` or `in_call` (by this process, another, or a dead one),
-    each with whether its owner's lease is current (by the database's clock)."""
-    with ledger.session() as session:
-        now = db_now(session)
-        alive = set(
-            session.scalars(select(DialerLease.dialer_id).where(DialerLease.expires_at > now))
+    each with whether its owner's lease is current (by the database's clock), in one
+    statement."""
+    postgres = ledger.is_postgres
+    with ledger.transaction() as conn:
+        rows = conn.execute(
+            _IN_FLIGHT_PG if postgres else _IN_FLIGHT_SQLITE,
+            {"campaign": campaign} if postgres else {"campaign": campaign, "now": utcnow()},
         )
-        rows = session.execute(
-            select(Attempt, Contact.e164)
-            .join(Contact, Contact.id == Attempt.contact_id)
-            .where(Attempt.campaign_id == campaign, Attempt.status.in_(IN_FLIGHT))
-            .order_by(Attempt.id)
-        ).all()
-        return [
-            InFlight(
-                attempt_id=a.id,
-                contact_id=a.contact_id,
-                e164=e164,
-                status=a.status,
-                room_name=a.room_name,
-                dialer_id=a.dialer_id,
-                claimed_at=a.claimed_at,
-                dial_started_at=a.dial_started_at,
-                answered_at=a.answered_at,
-                owner_alive=a.dialer_id in alive,
-            )
-            for a, e164 in rows
-        ]
+        return [InFlight(**row._mapping) for row in rows]
+
+
+def _in_flight_query(now: str) -> TextualSelect:
+    return text(
+        "SELECT a.id AS attempt_id, a.contact_id, c.e164, a.status, a.room_name, a.dialer_id,"
+        " a.claimed_at, a.dial_started_at, a.answered_at,"
+        " EXISTS (SELECT 1 FROM dialer_leases AS l WHERE l.dialer_id = a.dialer_id"
+        f" AND l.expires_at > {now}) AS owner_alive"
+        " FROM attempts AS a JOIN contacts AS c ON c.id = a.contact_id"
+        f" WHERE a.campaign_id = :campaign AND a.status IN ({', '.join(map(repr, IN_FLIGHT))})"
+        " ORDER BY a.id"
+    ).columns(
+        column("attempt_id", Integer),
+        column("contact_id", Integer),
+        column("e164", String),
+        column("status", String),
+        column("room_name", String),
+        column("dialer_id", String),
+        column("claimed_at", UTCDateTime()),
+        column("dial_started_at", UTCDateTime()),
+        column("answered_at", UTCDateTime()),
+        column("owner_alive", Boolean),
+    )
+
+
+_IN_FLIGHT_PG = _in_flight_query("clock_timestamp()")
+_IN_FLIGHT_SQLITE = _in_flight_query(":now").bindparams(bindparam("now", type_=UTCDateTime()))
 
 
 def contact_timezones(ledger: Ledger, contact_id: int) -> list[str]:

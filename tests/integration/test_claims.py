@@ -18,9 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 from alembic import command
-from sqlalchemy import event, select, text
+from sqlalchemy import Connection, event, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from campaign.cli import app
@@ -223,7 +222,7 @@ def locks_seen_at_commit(ledger: Ledger, campaign: int) -> Iterator[dict[str, An
     seen: dict[str, Any] = {}
     url = make_url(ledger.url).set(drivername="postgresql").render_as_string(False)
 
-    def look(session: Session) -> None:
+    def look(_conn: Connection) -> None:
         with psycopg.connect(url, autocommit=True) as other:
             seen["contacts"] = [
                 r[0]
@@ -239,11 +238,12 @@ def locks_seen_at_commit(ledger: Ledger, campaign: int) -> Iterator[dict[str, An
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'tuple'"
             ).fetchone()
 
-    event.listen(Session, "before_commit", look)
+    # the engine's commit event: fired before the commit is sent, whichever API made it
+    event.listen(ledger.engine, "commit", look)
     try:
         yield seen
     finally:
-        event.remove(Session, "before_commit", look)
+        event.remove(ledger.engine, "commit", look)
 
 
 def test_ten_thousand_closed_before_one_open(any_ledger_url: str, tmp_path: Path) -> None:

@@ -461,7 +461,7 @@ WRITES = {
     "claim": r"INSERT INTO attempts",  # inside the claim's one statement (CTE)
     "dial started": r"^UPDATE attempts SET dial_started_at",
     "answered": r"^UPDATE attempts SET status=\S+, answered_at",
-    "finalise": r"^UPDATE attempts SET status=\S+, outcome",
+    "finalise": r"UPDATE attempts SET status=\S+, outcome",  # PostgreSQL: inside a CTE
     "contact moved on": r"^UPDATE contacts SET",
     "lease renewed": r"^UPDATE dialer_leases",
 }
