@@ -77,6 +77,9 @@ MACHINE_SILENCE_S = 1.0
 #: much of its own tail after it.
 BEEP_CUE_MIN_S = 0.25
 BEEP_LAST_S = 0.35
+#: No audio arriving for this long is quiet, not a lagging stream: a far end may stop
+#: sending once its greeting has played (a stall under load is shorter).
+AUDIO_GONE_S = 2.0
 #: Nobody has spoken this long after the answer (or the agent's prompt): silence.
 NO_SPEECH_S = 3.5
 #: A greeting still going this long after listening began is a machine.
@@ -343,6 +346,8 @@ class AnsweringMachineDetector:
         #: wall clock of the audio's second 0: the earliest (least delayed) frame's arrival
         #: less the audio before it
         self._audio_epoch: float | None = None
+        #: when the last frame of the callee's audio arrived (the clock's time)
+        self._heard_at = 0.0
         self._audio_task: asyncio.Task[None] | None = None
         session.on("user_state_changed", self._on_user_state)
         session.on("user_input_transcribed", self._on_transcript)
@@ -467,12 +472,14 @@ class AnsweringMachineDetector:
         meter = self._meter
         return not meter.regions or meter.pushed_s - meter.regions[-1][1] >= VAD_SILENCE_S
 
-    def _audio_quiet_s(self) -> float:
+    def _audio_quiet_s(self, now: float) -> float:
         """Seconds of quiet at the end of the audio received so far (unbounded without
         audio): under load the audio lags the wall clock, and a beep that starts just
-        before the greeting's quiet has lasted MACHINE_SILENCE_S must not be missed."""
+        before the greeting's quiet has lasted MACHINE_SILENCE_S must not be missed.
+        Audio that stopped arriving for AUDIO_GONE_S is quiet: a far end may send no
+        packets at all once its greeting has played."""
         meter = self._meter
-        if meter is None or not meter.regions:
+        if meter is None or not meter.regions or now - self._heard_at >= AUDIO_GONE_S:
             return float("inf")
         return meter.pushed_s - meter.regions[-1][1]
 
@@ -506,7 +513,7 @@ class AnsweringMachineDetector:
             and self._segment_ended_at is None
             and quiet is not None
             and now - quiet >= MACHINE_SILENCE_S
-            and self._audio_quiet_s() >= MACHINE_SILENCE_S
+            and self._audio_quiet_s(now) >= MACHINE_SILENCE_S
         ):
             # a machine: judged on its whole greeting, once it is over
             text = self.heard
@@ -580,7 +587,8 @@ class AnsweringMachineDetector:
             self._meter, self._beeps = SpeechMeter(AUDIO_RATE), BeepDetector(AUDIO_RATE)
         meter = self._meter
         meter.push(samples)
-        epoch = self._clock() - meter.pushed_s
+        self._heard_at = self._clock()
+        epoch = self._heard_at - meter.pushed_s
         self._audio_epoch = min(epoch, self._audio_epoch or epoch)
         beep = self._beeps.push(samples)
         if beep is not None:

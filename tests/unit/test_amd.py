@@ -11,6 +11,7 @@ import pytest
 from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChangedEvent
 
 from agent.amd import (
+    AUDIO_GONE_S,
     NO_SPEECH_S,
     VAD_SILENCE_S,
     AnsweringMachineDetector,
@@ -469,10 +470,26 @@ async def test_a_beep_delayed_with_the_audio_still_ends_the_greeting() -> None:
     audio = np.concatenate([greeting, silence(6.0)])
     speech_end = 0.4 + len(words_for(4.0)) / RATE
     verdict = await hear_greeting(
-        audio, "thank you for calling", stall_at_s=speech_end + 0.6, stall_s=4.0
+        audio, "thank you for calling", stall_at_s=speech_end + 0.6, stall_s=1.5
     )
     assert verdict.result is AmdResult.VOICEMAIL
     assert "a beep" in verdict.reason
+
+
+async def test_a_greeting_whose_audio_stops_arriving_is_over() -> None:
+    # the far end plays its greeting, then sends no packets at all (as the devstack's
+    # answering machine does): the greeting is over soon after, not at VERDICT_MAX_S
+    # (its last 0.7 s are quiet: a pause, not yet the 1 s that ends a greeting)
+    greeting = np.concatenate([silence(0.4), words_for(4.0), silence(0.7)])
+    last_frame = (len(greeting) // 160 - 1) * 160
+    verdict = await hear_greeting(
+        greeting, "please leave a message", stall_at_s=last_frame / RATE, stall_s=8.0
+    )
+    assert verdict.result is AmdResult.VOICEMAIL
+    assert "still speaking" not in verdict.reason
+    # the clock starts at 1000 and runs with the audio until the stall; then the
+    # transcript's wait (3.1 s for 4 s of speech) or AUDIO_GONE_S, whichever is longer
+    assert verdict.at - 1000.0 - last_frame / RATE < 3.1 + AUDIO_GONE_S
 
 
 async def test_a_tone_inside_the_greeting_is_no_beep() -> None:
