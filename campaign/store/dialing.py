@@ -967,9 +967,14 @@ class _Finish:
 def _finish_query(postgres: bool, only_undialed: bool) -> _Finish:
     close = _CLOSE_ATTEMPT.format(guard=_GUARDS[only_undialed])
     if postgres:
+        # The campaign row's key-share lock waits while a claim holds the row, so this
+        # close never commits between a claim's stamp (claimed_at, read once it holds
+        # the row) and its count of calls in flight: that claim would take the freed
+        # slot at a moment the ledger shows this call still up (one beyond the cap).
+        # Finalises share the lock; they do not wait for each other.
         query = text(
             f"WITH done AS ({close}) {_CONTACT_HISTORY} JOIN done ON done.contact_id = c.id"
-            " FOR UPDATE OF c"
+            " FOR UPDATE OF c FOR KEY SHARE OF cp"
         )
         return _Finish(query.columns(*_HISTORY_COLUMNS).bindparams(*_FINISH_PARAMS), None)
     history = text(f"{_CONTACT_HISTORY} WHERE c.id = :contact").columns(*_HISTORY_COLUMNS)

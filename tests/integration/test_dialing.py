@@ -257,3 +257,58 @@ def test_summary_counts(any_ledger_url: str) -> None:
     assert summary.first_dial_at == NOW
     assert summary.next_attempt_at == NOW + timedelta(hours=2)
     assert summary.remaining == 3
+
+
+def test_the_ledgers_own_times_never_show_more_calls_than_the_cap(any_ledger_url: str) -> None:
+    """Claimed at (the claim's clock, read once it holds the campaign row) to ended at
+    (the finaliser's clock, read before it writes) is a slot, as reports and the e2e
+    tests read it. A finalise that commits while a claim holds the campaign row, after
+    its stamp and before its count, frees a slot that claim takes at a moment the
+    ledger shows the call still up: one call beyond the cap (seen on PostgreSQL)."""
+    ledger, campaign = setup(any_ledger_url, 400)
+    cap, errors = 3, []
+
+    def real_clock() -> tuple[datetime, float]:
+        # read, then held up before the claim's next statement (a busy CPU's preemption)
+        now, wall = datetime.now(UTC), time.time()
+        time.sleep(0.01)
+        return now, wall
+
+    def worker(name: str) -> None:
+        own = open_ledger(any_ledger_url, migrate=False)
+        try:
+            for _ in range(100):
+                result = claim(own, campaign, dialer_id=name, max_concurrent=cap, clock=real_clock)
+                if result.claimed is None:
+                    continue
+                time.sleep(0.05)  # the call
+                store.finalise_attempt(
+                    own,
+                    result.claimed.attempt_id,
+                    outcome=Outcome.ANSWERED,
+                    ended_at=datetime.now(UTC),
+                    decide=keep(ContactStatus.COMPLETED),
+                )
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=worker, args=(f"d{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert not any(t.is_alive() for t in threads)
+    with ledger.session() as session:
+        slots = session.execute(
+            select(Attempt.claimed_at, Attempt.ended_at).where(Attempt.campaign_id == campaign)
+        ).all()
+    edges = sorted([(s, 1) for s, _ in slots] + [(e, -1) for _, e in slots])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    assert len(slots) > 100
+    assert peak <= cap
