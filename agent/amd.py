@@ -82,8 +82,12 @@ BEEP_LAST_S = 0.35
 AUDIO_GONE_S = 2.0
 #: Nobody has spoken this long after the answer (or the agent's prompt): silence.
 NO_SPEECH_S = 3.5
-#: A greeting still going this long after listening began is a machine.
+#: A greeting still going this long after listening began is a machine. Counted in
+#: the audio received while it arrives (a loaded CPU delivers it seconds late, and a
+#: greeting judged before its end is judged without its beep), up to VERDICT_LAG_S
+#: more of the clock.
 VERDICT_MAX_S = 20.0
+VERDICT_LAG_S = 10.0
 _TICK_S = 0.02
 #: the callee's audio as the detector reads it: the telephone band is all there is
 AUDIO_RATE = 8000
@@ -111,10 +115,11 @@ _KEY = re.compile(r"\b(?:" + "|".join((*KEY_NAMES, "[0-9]")) + r")\b")
 
 
 def classify_greeting(
-    transcript: str, speech_s: float, *, beep: bool = False
+    transcript: str, speech_s: float, *, beep: bool = False, words_known: bool = True
 ) -> tuple[AmdResult, str]:
     """What answered, from the words heard, the seconds of speech before a pause and
-    whether a beep followed the greeting.
+    whether a beep followed the greeting. `words_known=False`: the transcript of the
+    last speech is still to come, so naming nothing is no evidence of a menu.
 
     Length says person or machine; each class's phrases heard score the machine
     classes, with two weak signals beside them: a key named ("one", "9") is half a cue
@@ -155,7 +160,7 @@ def classify_greeting(
     strongest = max(score.values())
     if strongest == 0:
         heard = f"; heard {', '.join(repr(c) for c in machine)}" if machine else ""
-        if speech_s >= UNNAMED_MENU_FROM_S:
+        if speech_s >= UNNAMED_MENU_FROM_S and words_known:
             return AmdResult.IVR, f"{speech_s:.1f} s of speech, no beep, no mailbox words{heard}"
         return AmdResult.VOICEMAIL, f"{speech_s:.1f} s of speech without a pause{heard}"
     # ties go to the class with the more specific phrases: a menu, then a screener
@@ -483,6 +488,15 @@ class AnsweringMachineDetector:
             return float("inf")
         return meter.pushed_s - meter.regions[-1][1]
 
+    def _listened_s(self, now: float, start: float) -> float:
+        """How long this window has listened: in the audio received while it arrives,
+        by the clock once it stops (AUDIO_GONE_S) or lags by more than VERDICT_LAG_S."""
+        meter, epoch = self._meter, self._audio_epoch
+        clock = now - start
+        if meter is None or epoch is None or now - self._heard_at >= AUDIO_GONE_S:
+            return clock
+        return max(meter.pushed_s - (start - epoch), clock - VERDICT_LAG_S)
+
     def _judge(self, now: float, start: float) -> Verdict | None:
         # the VAD says whether anyone spoke (line noise can fool the meter); the audio
         # says how long, and shows a pause the VAD has not reported yet (it lags under load)
@@ -525,7 +539,7 @@ class AnsweringMachineDetector:
         heard_nothing = not self._heard and self._speech_s < MIN_SPEECH_S
         if heard_nothing and self._quiet(start) and now - start >= NO_SPEECH_S:
             return Verdict(AmdResult.SILENCE, now, f"nobody spoke for {NO_SPEECH_S:.1f} s")
-        if now - start >= VERDICT_MAX_S:
+        if self._listened_s(now, start) >= VERDICT_MAX_S:
             if heard_nothing and self._quiet(start):
                 return Verdict(AmdResult.SILENCE, now, "nobody spoke")
             text = self.heard
@@ -533,6 +547,7 @@ class AnsweringMachineDetector:
                 text,
                 max(self._speech_s, HUMAN_MAX_SPEECH_S),
                 beep=self._beeped(start, now if quiet is None else quiet),
+                words_known=self._segment_ended_at is None or self._transcribed,
             )
             return Verdict(
                 result,

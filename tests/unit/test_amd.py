@@ -519,3 +519,19 @@ async def test_a_blip_at_the_end_is_no_beep() -> None:
     )
     verdict = await hear_greeting(audio, "thank you for calling")
     assert verdict.result is AmdResult.IVR
+
+
+async def test_a_long_greeting_arriving_late_is_judged_with_its_beep() -> None:
+    # 18 s of greeting then the beep, delivered 6 s late (a loaded CPU): the 20 s limit
+    # counts the audio received, so the greeting is judged whole, beep included
+    greeting = np.concatenate([silence(0.4), words_for(18.0), silence(0.4), tone(1000, 0.6)])
+    audio = np.concatenate([greeting, silence(3.0)])
+    verdict = await hear_greeting(audio, "thank you for calling", stall_at_s=2.0, stall_s=6.0)
+    assert verdict.result is AmdResult.VOICEMAIL
+    assert "a beep" in verdict.reason
+
+
+def test_naming_nothing_is_a_menu_only_once_the_words_are_known() -> None:
+    assert classify_greeting("", 8.0)[0] is AmdResult.IVR
+    # judged at the time limit while the last speech is still being transcribed
+    assert classify_greeting("", 8.0, words_known=False)[0] is AmdResult.VOICEMAIL
