@@ -185,6 +185,7 @@ def test_campaign_over_every_phone_behaviour(sqlite_stack: Setup, tmp_path: Path
             "busy": {"delay": f"{delay}s"},
             "no_answer": {"delay": f"{delay}s"},
             "failed": {"delay": f"{delay}s"},
+            "agent_lost": {"delay": f"{delay}s"},
             "voicemail": "never",
         },
         voicemail_message="Hello {name}, please call us back.",
@@ -203,8 +204,17 @@ def test_campaign_over_every_phone_behaviour(sqlite_stack: Setup, tmp_path: Path
         Behaviour.ANSWERING_MACHINE: ("completed", 1, ["voicemail"]),
         Behaviour.UNKNOWN_NUMBER: ("invalid", 1, ["invalid_number"]),
     }
+    # On this loaded 2-core machine an agent's own LiveKit connection has dropped mid-call
+    # (once in CI): the dialer then hangs up as `agent_lost` and retries, as designed. One
+    # such retry is allowed an answered contact; more would be a fault of ours.
+    lost = [n for n, made in attempts.items() for a in made if a.outcome == "agent_lost"]
+    assert len(lost) <= 1, lost
+    answered = {Behaviour.TALKS, Behaviour.HANGS_UP, Behaviour.ANSWERING_MACHINE}
     for number, behaviour in behaviour_of.items():
         status, n, outcomes = expected[behaviour]
+        if number in lost:
+            assert behaviour in answered, behaviour
+            n, outcomes = n + 1, ["agent_lost", *outcomes]
         contact, made = contacts[number], dialed(attempts[number])
         assert (behaviour, contact.status, contact.attempts_count) == (behaviour, status, n)
         assert [a.outcome for a in made] == outcomes, (behaviour, [a.error for a in made])
