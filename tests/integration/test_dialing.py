@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -200,26 +201,31 @@ def test_agent_dnc_closes_the_contact_and_lists_the_number(any_ledger_url: str) 
     assert store.on_dnc_list(ledger, c.e164)
 
 
-def test_concurrent_claimers_keep_the_cap_and_never_share_a_contact(any_ledger_url: str) -> None:
-    ledger, campaign = setup(any_ledger_url, 40)
-    cap, claimed, peak, errors = 3, [], [0], []
-    lock = threading.Lock()
+def run_claimers(
+    url: str,
+    rounds: int,
+    on_claim: Callable[[Ledger, store.Claimed], datetime],
+    *,
+    cap: int,
+    campaign: int,
+    clock: Callable[[], tuple[datetime, float]] | None = None,
+) -> None:
+    """Four threads, each with its own ledger connection, claim `rounds` times and
+    finalise what they claim at the time `on_claim` returns (after doing its part)."""
+    errors: list[Exception] = []
 
     def worker(name: str) -> None:
-        own = open_ledger(any_ledger_url, migrate=False)
+        own = open_ledger(url, migrate=False)
         try:
-            for _ in range(60):
-                result = claim(own, campaign, dialer_id=name, max_concurrent=cap)
+            for _ in range(rounds):
+                result = claim(own, campaign, dialer_id=name, max_concurrent=cap, clock=clock)
                 if result.claimed is None:
                     continue
-                with lock:
-                    claimed.append(result.claimed.contact_id)
-                    peak[0] = max(peak[0], len(store.in_flight_attempts(own, campaign)))
                 store.finalise_attempt(
                     own,
                     result.claimed.attempt_id,
                     outcome=Outcome.ANSWERED,
-                    ended_at=NOW,
+                    ended_at=on_claim(own, result.claimed),
                     decide=keep(ContactStatus.COMPLETED),
                 )
         except Exception as exc:  # surfaced below
@@ -234,6 +240,20 @@ def test_concurrent_claimers_keep_the_cap_and_never_share_a_contact(any_ledger_u
         t.join(timeout=120)
     assert not errors
     assert not any(t.is_alive() for t in threads)
+
+
+def test_concurrent_claimers_keep_the_cap_and_never_share_a_contact(any_ledger_url: str) -> None:
+    ledger, campaign = setup(any_ledger_url, 40)
+    cap, claimed, peak = 3, [], [0]
+    lock = threading.Lock()
+
+    def count(own: Ledger, got: store.Claimed) -> datetime:
+        with lock:
+            claimed.append(got.contact_id)
+            peak[0] = max(peak[0], len(store.in_flight_attempts(own, campaign)))
+        return NOW
+
+    run_claimers(any_ledger_url, 60, count, cap=cap, campaign=campaign)
     assert len(claimed) == len(set(claimed)) == 40
     assert peak[0] <= cap
     assert store.summary(ledger, "c").contacts == {"completed": 40}
@@ -266,7 +286,7 @@ def test_the_ledgers_own_times_never_show_more_calls_than_the_cap(any_ledger_url
     its stamp and before its count, frees a slot that claim takes at a moment the
     ledger shows the call still up: one call beyond the cap (seen on PostgreSQL)."""
     ledger, campaign = setup(any_ledger_url, 400)
-    cap, errors = 3, []
+    cap = 3
 
     def real_clock() -> tuple[datetime, float]:
         # read, then held up before the claim's next statement (a busy CPU's preemption)
@@ -274,33 +294,11 @@ def test_the_ledgers_own_times_never_show_more_calls_than_the_cap(any_ledger_url
         time.sleep(0.01)
         return now, wall
 
-    def worker(name: str) -> None:
-        own = open_ledger(any_ledger_url, migrate=False)
-        try:
-            for _ in range(100):
-                result = claim(own, campaign, dialer_id=name, max_concurrent=cap, clock=real_clock)
-                if result.claimed is None:
-                    continue
-                time.sleep(0.05)  # the call
-                store.finalise_attempt(
-                    own,
-                    result.claimed.attempt_id,
-                    outcome=Outcome.ANSWERED,
-                    ended_at=datetime.now(UTC),
-                    decide=keep(ContactStatus.COMPLETED),
-                )
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            own.dispose()
+    def call(own: Ledger, got: store.Claimed) -> datetime:
+        time.sleep(0.05)  # the call
+        return datetime.now(UTC)
 
-    threads = [threading.Thread(target=worker, args=(f"d{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors
-    assert not any(t.is_alive() for t in threads)
+    run_claimers(any_ledger_url, 100, call, cap=cap, campaign=campaign, clock=real_clock)
     with ledger.session() as session:
         slots = session.execute(
             select(Attempt.claimed_at, Attempt.ended_at).where(Attempt.campaign_id == campaign)
