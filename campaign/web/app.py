@@ -10,13 +10,23 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from campaign.config import Settings
 from campaign.scheduler import CampaignScheduler
 from campaign.store import Ledger
+from campaign.store.aio import is_transient_ledger_fault
 from campaign.web import api, pages
 from campaign.web.actions import Desk
-from campaign.web.security import Gate, SizeLimit, check_csrf, wants_json
+from campaign.web.security import (
+    LEDGER_DOWN,
+    LEDGER_RETRY_AFTER_S,
+    Gate,
+    SizeLimit,
+    check_csrf,
+    log_ledger_fault,
+    wants_json,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -58,6 +68,18 @@ def create_app(ledger: Ledger, settings: Settings, scheduler: CampaignScheduler)
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
             )
         return pages.error_page(request, exc.status_code, exc.detail)
+
+    @app.exception_handler(DBAPIError)
+    async def ledger_error(request: Request, exc: DBAPIError) -> Any:
+        if not is_transient_ledger_fault(exc):
+            raise exc  # a bug, not an outage: a 500 with its traceback in the log
+        log_ledger_fault(exc)
+        retry = {"Retry-After": str(LEDGER_RETRY_AFTER_S)}
+        if wants_json(request.scope):
+            return JSONResponse({"detail": LEDGER_DOWN}, status_code=503, headers=retry)
+        page = pages.error_page(request, 503, LEDGER_DOWN)
+        page.headers.update(retry)
+        return page
 
     # Outermost first: the size limit sees the raw body before anything parses it.
     app.add_middleware(Gate, ledger=ledger)

@@ -10,18 +10,22 @@ health check and the static files. Roles and the CSRF token are checked by the
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio.to_thread
 from fastapi import HTTPException, Request
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from campaign.store import Ledger
 from campaign.store import users as user_store
 from campaign.store.users import Principal
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +42,9 @@ CSRF_HEADER = "x-csrf-token"
 PUBLIC_PATHS = frozenset({"/login", "/health"})
 PUBLIC_PREFIXES = ("/static/",)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: what a caller is told while the ledger cannot be reached (503, with Retry-After)
+LEDGER_DOWN = "the ledger cannot be reached right now: try again in a moment"
+LEDGER_RETRY_AFTER_S = 5
 
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -130,16 +137,26 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # The lookup is a ledger query: off the event loop.
-        principal = await anyio.to_thread.run_sync(self.identify, scope)
-        scope.setdefault("state", {})["principal"] = principal
-        path = str(scope.get("path", ""))
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + _HEADERS
             await send(message)
+
+        # The lookup is a ledger query: off the event loop. A pooled connection that the
+        # server dropped (a restart, a failover) fails once and is replaced: ask again.
+        for last_try in (False, True):
+            try:
+                principal = await anyio.to_thread.run_sync(self.identify, scope)
+                break
+            except DBAPIError as exc:
+                if last_try or not exc.connection_invalidated:
+                    log_ledger_fault(exc)
+                    await ledger_down_response(scope)(scope, receive, with_headers)
+                    return
+        scope.setdefault("state", {})["principal"] = principal
+        path = str(scope.get("path", ""))
 
         if principal is None and not is_public(path):
             response: Response
@@ -167,6 +184,19 @@ class Gate:
             return user_store.token_principal(self.ledger, token.strip())
         cookie = _cookie(headers, SESSION_COOKIE)
         return user_store.session_principal(self.ledger, cookie) if cookie else None
+
+
+def log_ledger_fault(exc: DBAPIError) -> None:
+    # the driver's first line only: never the statement or its parameters
+    logger.warning("the ledger refused a desk request: %s", str(exc.orig).split("\n", 1)[0])
+
+
+def ledger_down_response(scope: Scope) -> Response:
+    """503 while the ledger cannot be reached: JSON for the API, a line for a browser."""
+    headers = {"Retry-After": str(LEDGER_RETRY_AFTER_S)}
+    if wants_json(scope):
+        return JSONResponse({"detail": LEDGER_DOWN}, status_code=503, headers=headers)
+    return PlainTextResponse(LEDGER_DOWN, status_code=503, headers=headers)
 
 
 def _cookie(headers: Headers, name: str) -> str | None:
