@@ -31,7 +31,6 @@ from livekit.agents import AgentSession
 from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChangedEvent
 
 from agent.local.vocabulary import (
-    BEEP_PHRASES,
     IVR_PHRASES,
     KEY_NAMES,
     MACHINE_PHRASES,
@@ -61,9 +60,6 @@ WORDS_DECIDE_FROM_S = 1.3
 MACHINE_CUES = 2
 #: What a key named ("press one") scores for a menu: a number read out names keys too.
 KEY_CUE = 0.5
-#: Distinct keys named that, like a menu phrase, make a beep word without a tone no
-#: mailbox's (pocketsphinx hears "the beep" in a menu's "press").
-MENU_KEYS = 2
 #: The session's VAD reports the end of speech after this much silence (Silero's
 #: default min_silence_duration); it is taken off the measured speech.
 VAD_SILENCE_S = 0.55
@@ -128,9 +124,8 @@ def classify_greeting(
     Length says person or machine; each class's phrases heard score the machine
     classes, with two weak signals beside them: a key named ("one", "9") is half a cue
     for a menu, and a beep counts as MACHINE_CUES cues for a mailbox (menus and
-    screeners do not beep before they listen). A beep named ("after the tone") with no
-    beep heard counts nothing in a greeting that names menu options or MENU_KEYS keys.
-    Phrases any machine says ("you have reached") make a machine without choosing one.
+    screeners do not beep before they listen). Phrases any machine says ("you have
+    reached") make a machine without choosing one.
     """
     if _cues(transcript, UNAVAILABLE_PHRASES):
         return AmdResult.VOICEMAIL, "a mailbox that takes no messages"
@@ -156,14 +151,8 @@ def classify_greeting(
     if person and not beep and speech_s < PERSON_MAX_SPEECH_S and machine_cues < MACHINE_CUES:
         said = ", ".join(repr(p) for p in person)
         return AmdResult.HUMAN, f"{speech_s:.1f} s of speech; a person's words: {said}"
-    keys = list(dict.fromkeys(_KEY.findall(transcript.lower())))
-    untoned: list[str] = []
-    if not beep and (found[AmdResult.IVR] or len(keys) >= MENU_KEYS):
-        # a beep named but no tone heard, in a greeting that names menu options or
-        # several keys: a menu's "press" misheard, not a mailbox's beep
-        untoned = [c for c in found[AmdResult.VOICEMAIL] if c in BEEP_PHRASES]
-        found[AmdResult.VOICEMAIL] = [c for c in found[AmdResult.VOICEMAIL] if c not in untoned]
     score = {result: float(len(cues)) for result, cues in found.items()}
+    keys = _KEY.findall(transcript.lower())
     if keys:
         score[AmdResult.IVR] += KEY_CUE
     if beep:
@@ -178,9 +167,7 @@ def classify_greeting(
     result = next(r for r, points in score.items() if points == strongest)
     evidence = [repr(c) for c in (*machine, *found[result])]
     if result is AmdResult.IVR and keys:
-        evidence.append(("key " if len(keys) == 1 else "keys ") + ", ".join(map(repr, keys)))
-    if result is not AmdResult.VOICEMAIL and untoned:
-        evidence.append(", ".join(map(repr, untoned)) + " without a tone")
+        evidence.append(f"key {keys[0]!r}")
     if result is AmdResult.VOICEMAIL and beep:
         evidence.append("a beep")
     return result, f"{speech_s:.1f} s of speech; heard " + ", ".join(evidence)

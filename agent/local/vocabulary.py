@@ -12,23 +12,17 @@ import re
 
 from campaign.contract import Script
 
-#: A mailbox naming its beep. Pocketsphinx also hears "the beep" in words that are
-#: not it ("press"), so without a tone in the audio these weigh less (`agent.amd`).
-BEEP_PHRASES: tuple[str, ...] = (
-    "after the tone",
-    "after the beep",
-    "at the tone",
-    "the beep",
-    "the tone",
-)
-
 #: A greeting that offers to take a message: leave the voicemail.
 VOICEMAIL_PHRASES: tuple[str, ...] = (
     "leave a message",
     "leave your name",
     "leave your message",
     "leave me a message",
-    *BEEP_PHRASES,
+    "after the tone",
+    "after the beep",
+    "at the tone",
+    "the beep",
+    "the tone",
     "can't take your call",
     "cannot take your call",
     "can't talk",
@@ -107,20 +101,6 @@ IVR_PHRASES: tuple[str, ...] = (
     "business hours",
 )
 
-#: The options a menu offers, each followed by the key that takes it ("For sales,
-#: press one."; "To leave a message, press two."): heard in that frame, a menu's
-#: options are told from a mailbox's own request for a message.
-MENU_OPTIONS: tuple[str, ...] = (
-    "for sales",
-    "for support",
-    "for billing",
-    "for english",
-    "for our hours",
-    "for the main menu",
-    "to speak with an operator",
-    "to leave a message",
-)
-
 #: A call-screening service asking who calls and why (Pixel, iOS, carriers).
 SCREENER_PHRASES: tuple[str, ...] = (
     "screening service",
@@ -173,9 +153,6 @@ PERSON_PHRASES: tuple[str, ...] = (
 #: Sentence frames a keyword is heard in, so the model knows its neighbours.
 _CARRIERS: tuple[str, ...] = ("{}", "yes {}", "no {}", "i am {}", "call me {}", "please call me {}")
 
-#: the keys menu options are heard with in the speech model
-_MENU_KEYS: tuple[str, ...] = ("one", "two")
-
 _NOT_SPOKEN = re.compile(r"[^a-z' ]+")
 
 
@@ -200,7 +177,6 @@ def corpus(script: Script) -> list[str]:
     lines.extend(MACHINE_PHRASES)
     lines.extend(UNAVAILABLE_PHRASES)
     lines.extend(IVR_PHRASES)
-    lines.extend(f"{option} press {key}" for option in MENU_OPTIONS for key in _MENU_KEYS)
     lines.extend(SCREENER_PHRASES)
     lines.extend(EVERYDAY_REPLIES)
     seen: dict[str, None] = {}
