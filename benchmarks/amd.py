@@ -35,14 +35,15 @@ import numpy as np
 
 import devstack
 from agent.amd import NO_SPEECH_S
+from benchmarks.greeting_rule import GREETING_RULE_S, greeting_rule
 from campaign.contract import Script
+from campaign.outcomes import AmdResult
 from campaign.store import Ledger, open_ledger
 from campaign.store.calls import get_call_record
 from devstack import corpus, corpus_phones, stack
 from tests.e2e.agent_worker import dial_request, place_call, seed_attempt, start_agent_worker
 
 RECORD_TIMEOUT_S = 180.0
-GREETING_RULE_S = 2.5
 #: what a verdict is when the agent wrote none (or an error)
 NO_VERDICT = "none"
 VOICEMAIL = "Hi {name}, this is Acme calling about your order. Please call us back. Goodbye."
@@ -178,11 +179,12 @@ def length_rule(directory: Path, labels: Sequence[corpus.Label]) -> list[tuple[s
                 break
         await stream.aclose()
         if first is None:
-            return "silence", NO_SPEECH_S
+            return greeting_rule(None).value, NO_SPEECH_S
         start, speech, silence = first
-        if speech > GREETING_RULE_S:
-            return "voicemail", start + GREETING_RULE_S
-        return "human", start + speech + silence
+        verdict = greeting_rule(speech)
+        # a machine is called 2.5 s into the speech, a person when the first pause ends
+        seconds = start + (GREETING_RULE_S if verdict is AmdResult.VOICEMAIL else speech + silence)
+        return verdict.value, seconds
 
     async def judge_all() -> list[tuple[str, float]]:
         return [await judge(label) for label in labels]

@@ -44,7 +44,7 @@ from agent.amd import (
 )
 from agent.local import stt as local_stt
 from agent.local.vocabulary import corpus as vocabulary
-from benchmarks.amd import GREETING_RULE_S
+from benchmarks.greeting_rule import GREETING_RULE_S, greeting_rule
 from campaign.contract import Script
 from campaign.outcomes import AmdResult
 from devstack import corpus
@@ -145,10 +145,8 @@ async def hear(path: Path, vad: lk_vad.VAD, stt: local_stt.PocketsphinxSTT) -> H
 def length_rule(hearing: Hearing) -> str:
     """The baseline, the classic telephony AMD, on the same hearing: speech longer than
     GREETING_RULE_S before the first pause is a machine (voicemail), shorter a person."""
-    if not hearing.utterances:
-        return AmdResult.SILENCE.value
-    first = hearing.utterances[0].speech_s
-    return (AmdResult.VOICEMAIL if first > GREETING_RULE_S else AmdResult.HUMAN).value
+    first = hearing.utterances[0].speech_s if hearing.utterances else None
+    return greeting_rule(first).value
 
 
 def _hearing_key(phrases: list[str]) -> str:
