@@ -409,12 +409,13 @@ def write_import(
     once the rows are exhausted) replacing `source`'s earlier rejections."""
     campaign = get_or_create_campaign(session, campaign_name, region)
     dnc = dnc_set(session)
-    # the campaign's numbers before this import (a sheet's accepted rows are distinct)
+    # the campaign's numbers before this import (a sheet's accepted rows are distinct),
+    # streamed: a million buffered rows would cost more than the set they fill
     existing = set(
         session.scalars(
-            select(Contact.e164).where(
-                Contact.campaign_id == campaign.id, Contact.is_test.is_(False)
-            )
+            select(Contact.e164)
+            .where(Contact.campaign_id == campaign.id, Contact.is_test.is_(False))
+            .execution_options(yield_per=_BATCH)
         )
     )
     now = utcnow()
