@@ -21,8 +21,8 @@ ratio of every figure. Then, on PostgreSQL, on a copy of the largest ledger, 1
 saw, and the client's CPU, statements and round trips per claim and per finalise.
 Then `dialer import` of a 1M-row CSV on each backend (its writer process overlapping
 the check), again (nothing new), and in one process, against `dialer check` of the
-same file (the validation alone): wall time, CPU, peak RSS of the command and of its
-process tree.
+same file (the validation alone): wall time, CPU (and the PostgreSQL server's), peak
+RSS of the command and of its process tree.
 A refused or failed call is counted and printed, never a traceback.
 """
 
@@ -163,6 +163,26 @@ class Postgres:
                 template = f' TEMPLATE "{copy_of}"' if copy_of else ""
                 conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
+
+    def cpu(self) -> float:
+        """CPU seconds the server has used so far: the postmaster with its exited
+        backends (`cutime`, `cstime`) and every live process under it."""
+        tick = os.sysconf("SC_CLK_TCK")
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid, parent = int(entry.name), int(fields[1])
+            if pid == postmaster:
+                total += sum(int(value) for value in fields[11:15])  # utime..cstime
+            elif parent == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
 
     def exists(self, name: str) -> bool:
         import psycopg
@@ -662,31 +682,35 @@ def imports(rows: int, backends: list[str], pg: Postgres | None) -> None:
         " command's own peak and its process tree's (the writer counted); load: the 1-minute"
         " load average as each job ended."
     )
-    print("| backend | job | wall | CPU | peak RSS | tree RSS | ratio to check | load |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| backend | job | wall | CPU | server CPU | peak RSS | tree RSS | ratio to check | load |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     check = timed([DIALER, "check", str(sheet), "--region", "US"], env)
     print(
-        f"| — | dialer check | {check['wall']:.1f} s | {check['cpu']:.1f} s"
+        f"| — | dialer check | {check['wall']:.1f} s | {check['cpu']:.1f} s | —"
         f" | {check['rss_mib']:.0f} MiB | {check['tree_mib']:.0f} MiB | x1.00"
         f" | {check['load']:.1f} |"
     )
     for backend in backends:
+        server = pg if backend == "postgresql" else None
         results = []
         for fresh in (True, False):  # the second time: nothing new (idempotent)
             url = import_target(backend, pg, fresh=fresh)
             job = [DIALER, "import", str(sheet), "--campaign", "imported", "--region", "US"]
             what = "dialer import" if fresh else "import again"
-            results.append((what, timed([*job, "--db", url], env)))
+            results.append((what, timed([*job, "--db", url], env, server)))
         url = import_target(backend, pg, fresh=True)
         serial = [PYTHON, __file__, "--worker", "import", url, str(sheet), "serial"]
-        results.append(("in one process", timed(serial, env)))
+        results.append(("in one process", timed(serial, env, server)))
         for what, result in results:
             if "error" in result:
-                print(f"| {backend} | {what} | refused: {result['error']} | | | | | |")
+                print(f"| {backend} | {what} | refused: {result['error']} | | | | | | |")
                 continue
+            server_cpu = f"{result['server_cpu']:.1f} s" if "server_cpu" in result else "—"
             print(
                 f"| {backend} | {what} | {result['wall']:.1f} s | {result['cpu']:.1f} s"
-                f" | {result['rss_mib']:.0f} MiB | {result['tree_mib']:.0f} MiB"
+                f" | {server_cpu} | {result['rss_mib']:.0f} MiB | {result['tree_mib']:.0f} MiB"
                 f" | x{result['wall'] / check['wall']:.2f} | {result['load']:.1f} |"
             )
         if backend == "sqlite":
@@ -725,12 +749,16 @@ def import_worker(url: str, sheet: str, how: str) -> dict[str, Any]:
     return {"new": summary.new}
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """`measured`, plus the command's CPU time (user + sys) and the load as it ended."""
+def timed(cmd: list[str], env: dict[str, str], server: Postgres | None = None) -> dict[str, Any]:
+    """`measured`, plus the command's CPU time (user + sys, its children's included), the
+    load as it ended and, given the PostgreSQL server, the server's CPU meanwhile."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = server.cpu() if server is not None else 0.0
     result = measured(cmd, env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if server is not None:
+        result["server_cpu"] = server.cpu() - server_before
     result["load"] = os.getloadavg()[0]
     return result
 

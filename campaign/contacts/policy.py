@@ -325,9 +325,10 @@ def validate_sheet(
     has_extension = columns.extension is not None
     total = len(rows)
     handed = 0  # accepted rows handed to `accepted_rows` so far
+    reports = progress is not None or accepted_rows is not None
     for position, row in enumerate(rows):
         raw = row[phone] if phone < len(row) else ""
-        if position % _PROGRESS_EVERY == 0:
+        if reports and position % _PROGRESS_EVERY == 0:
             if progress is not None:
                 progress(position, total)
             if accepted_rows is not None and position % _STREAM_EVERY == 0 and position:
