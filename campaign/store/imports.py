@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -309,9 +310,10 @@ def import_sheet(
     """Check a sheet against the do-not-call list and import it into a campaign.
 
     The region is the one given, else the existing campaign's, else `default_region`.
-    A sheet of `PARALLEL_ROWS` or more (or any, with `parallel`) is written by a child
-    process (`import_writer`) while this one checks the rest of it: the same rows, in
-    the same one transaction, on a second core.
+    A sheet of `PARALLEL_ROWS` or more, given two CPUs or more (or any sheet, with
+    `parallel`; none with `parallel=False`), is written by a child process
+    (`import_writer`) while this one checks the rest of it: the same rows, in the same
+    one transaction, on a second core.
     """
     check_campaign_name(campaign)  # before the sheet is read
     region_code = check_region(region or campaign_region(ledger, campaign) or default_region)
@@ -319,7 +321,7 @@ def import_sheet(
         dnc = dnc_set(session)
     source = str(Path(sheet.source).resolve())
     if parallel is None:
-        parallel = len(sheet) >= PARALLEL_ROWS
+        parallel = len(sheet) >= PARALLEL_ROWS and _cpus() >= 2
     if not parallel or _in_memory(ledger):
         result = validate_sheet(
             sheet, region=region_code, phone_column=phone_column, dnc=dnc, progress=progress
@@ -343,6 +345,14 @@ def import_sheet(
         )
         counts = writer.finish(_sheet_rejections(result))
     return _summary(campaign, source, result, counts), result
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a writer process on the same one only adds work)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _in_memory(ledger: Ledger) -> bool:
