@@ -74,7 +74,9 @@ class ImportWriter:
         self._broken: OSError | None = None
         #: the child has been sent the last message (it may have committed)
         self._ended = False
-        self._sender = threading.Thread(target=self._send_all, name="import-writer-send")
+        self._sender = threading.Thread(
+            target=self._send_all, name="import-writer-send", daemon=True
+        )
         self._sender.start()
 
     def __enter__(self) -> ImportWriter:
