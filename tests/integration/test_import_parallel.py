@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -82,8 +84,8 @@ def stored(url: str, campaign: str) -> dict[str, list[tuple[Any, ...]]]:
     return found
 
 
-def writer_processes() -> list[int]:
-    """This process's import writers still running."""
+def writer_processes(parent_pid: int | None = None) -> list[int]:
+    """The import writers of this process (or of `parent_pid`) still running."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -94,7 +96,8 @@ def writer_processes() -> list[int]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == os.getpid() and b"campaign.store.import_writer" in command:
+        wanted = os.getpid() if parent_pid is None else parent_pid
+        if parent == wanted and b"campaign.store.import_writer" in command:
             found.append(int(entry.name))
     return found
 
@@ -229,3 +232,39 @@ def test_concurrent_parallel_imports_of_overlapping_sheets(
     contacts = stored(pg_ledger_url, "both")["contacts"]
     assert len(contacts) == len({contact[0] for contact in contacts}) == accepted
     assert writer_processes() == []
+
+
+def test_dialer_import_of_a_big_sheet_goes_through_the_writer(
+    sqlite_ledger_url: str, tmp_path: Path
+) -> None:
+    """`dialer import` as users run it, on a sheet big enough for the writer process."""
+    rows = import_store.PARALLEL_ROWS + 10
+    path = tmp_path / "big.csv"
+    lines = ["Name,Phone"] + [
+        f"C{i},+1 212 7{i // 10_000:02d} {i % 10_000:04d}" for i in range(rows)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dialer = Path(sys.executable).parent / "dialer"
+    env = {**os.environ, "DIALER_DATABASE_URL": sqlite_ledger_url, "DIALER_LOG_LEVEL": "WARNING"}
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with (
+        out.open("w") as stdout_file,
+        err.open("w") as stderr_file,
+        subprocess.Popen(  # output to files: an unread pipe could fill and stall it
+            [str(dialer), "import", str(path), "--campaign", "big", "--region", "US"],
+            stdout=stdout_file,
+            stderr=stderr_file,
+            env=env,
+        ) as command,
+    ):
+        seen = False
+        deadline = time.monotonic() + 120
+        while command.poll() is None and time.monotonic() < deadline:
+            seen = seen or bool(writer_processes(command.pid))
+            time.sleep(0.05)
+        command.wait(10)
+    stdout, stderr = out.read_text(), err.read_text()
+    assert command.returncode == 0, stderr
+    assert seen, "no writer process was started"
+    assert f"rows {rows}  new {rows}  already in campaign 0" in stdout
+    assert stored(sqlite_ledger_url, "big")["contacts"][-1][8] == rows + 1  # the last row
