@@ -19,8 +19,10 @@ ratio of every figure. Then, on PostgreSQL, on a copy of the largest ledger, 1
 (baseline), 2 and 4 processes claim at once (large and small caps), each call held
 20 ms and then completed: total claims/s, the highest in-flight count any claim
 saw, and the client's CPU, statements and round trips per claim and per finalise.
-Then `dialer import` of a 1M-row CSV on each backend against `dialer check` of
-the same file (the validation alone), wall time and peak RSS.
+Then `dialer import` of a 1M-row CSV on each backend (its writer process overlapping
+the check), again (nothing new), and in one process, against `dialer check` of the
+same file (the validation alone): wall time, CPU (and the PostgreSQL server's), peak
+RSS of the command and of its process tree.
 A refused or failed call is counted and printed, never a traceback.
 """
 
@@ -36,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -161,6 +164,26 @@ class Postgres:
                 conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
 
+    def cpu(self) -> float:
+        """CPU seconds the server has used so far: the postmaster with its exited
+        backends (`cutime`, `cstime`) and every live process under it."""
+        tick = os.sysconf("SC_CLK_TCK")
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid, parent = int(entry.name), int(fields[1])
+            if pid == postmaster:
+                total += sum(int(value) for value in fields[11:15])  # utime..cstime
+            elif parent == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def exists(self, name: str) -> bool:
         import psycopg
 
@@ -189,12 +212,16 @@ def child(*args: str) -> dict[str, Any]:
 
 
 def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Wall time and peak RSS of a command (`dialer import`, `dialer check`)."""
+    """Wall time and peak RSS of a command (`dialer import`, `dialer check`): its own
+    (`rss_mib`, from the kernel) and its process tree's (`tree_mib`: the sum over the
+    command and its children, such as an import's writer, sampled every 50 ms)."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, cwd=ROOT)
+        tree = TreeRss(proc.pid)
         assert proc.stdout is not None
         output = proc.stdout.read().decode()
+        tree.stop()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         errors.seek(0)
@@ -202,6 +229,7 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "wall": time.perf_counter() - started,
         "rss_mib": usage.ru_maxrss / 1024,
+        "tree_mib": max(tree.peak / 2**20, usage.ru_maxrss / 1024),
         "rc": proc.returncode,
         "output": output,
     }
@@ -209,6 +237,46 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
         tail = (problems + output).strip().splitlines() or [f"exit status {proc.returncode}"]
         result["error"] = tail[-1]
     return result
+
+
+class TreeRss:
+    """The highest sum of resident memory over a process and its descendants, sampled."""
+
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+
+    def __init__(self, root: int) -> None:
+        self.root, self.peak = root, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            parents: dict[int, int] = {}
+            resident: dict[int, int] = {}
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    stat = (entry / "stat").read_text()
+                    pages = int((entry / "statm").read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                pid = int(entry.name)
+                parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+                resident[pid] = pages * self.PAGE
+            total = 0
+            for pid, size in resident.items():
+                ancestor = pid
+                while ancestor not in (self.root, 0, 1) and ancestor in parents:
+                    ancestor = parents[ancestor]
+                if ancestor == self.root:
+                    total += size
+            self.peak = max(self.peak, total)
 
 
 def build(url: str, sheet: str) -> dict[str, Any]:
@@ -440,6 +508,8 @@ def main() -> None:
         kind, *rest = args.worker
         if kind == "build":
             answer = build(rest[0], rest[1])
+        elif kind == "import":
+            answer = import_worker(rest[0], rest[1], rest[2])
         elif kind == "claims":
             answer = claims(rest[0], int(rest[1]))
         else:
@@ -605,36 +675,43 @@ def imports(rows: int, backends: list[str], pg: Postgres | None) -> None:
     sheet = write_sheet(DATA / f"contacts-{label(rows)}.csv", rows)
     env = dict(os.environ)
     print(
-        f"\n`dialer import` of {label(rows)} rows (baseline: `dialer check`, the validation alone;"
-        " CPU: the command's user + sys; load: the 1-minute load average as it ended):"
+        f"\n`dialer import` of {label(rows)} rows. Baseline: `dialer check`, the validation"
+        " alone (in one process). `dialer import` writes through a writer process while it"
+        " checks; `in one process` is the same import with `parallel=False` (this script's"
+        " worker: no CLI). CPU: user + sys of the command and its children; RSS: the"
+        " command's own peak and its process tree's (the writer counted); load: the 1-minute"
+        " load average as each job ended."
     )
-    print("| backend | job | wall | CPU | peak RSS | ratio to check | load |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| backend | job | wall | CPU | server CPU | peak RSS | tree RSS | ratio to check | load |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     check = timed([DIALER, "check", str(sheet), "--region", "US"], env)
     print(
-        f"| — | dialer check | {check['wall']:.1f} s | {check['cpu']:.1f} s"
-        f" | {check['rss_mib']:.0f} MiB | x1.00 | {check['load']:.1f} |"
+        f"| — | dialer check | {check['wall']:.1f} s | {check['cpu']:.1f} s | —"
+        f" | {check['rss_mib']:.0f} MiB | {check['tree_mib']:.0f} MiB | x1.00"
+        f" | {check['load']:.1f} |"
     )
     for backend in backends:
-        if backend == "sqlite":
-            target = DATA / "import.db"
-            for leftover in DATA.glob("import.db*"):
-                leftover.unlink()
-            url = f"sqlite:///{target}"
-        else:
-            assert pg is not None
-            url = pg.database("import_bench", fresh=True)
-        job = [DIALER, "import", str(sheet), "--campaign", "imported", "--region", "US"]
-        done = timed([*job, "--db", url], env)
-        again = timed([*job, "--db", url], env)  # idempotent: nothing new the second time
-        for what, result in (("dialer import", done), ("import again", again)):
+        server = pg if backend == "postgresql" else None
+        results = []
+        for fresh in (True, False):  # the second time: nothing new (idempotent)
+            url = import_target(backend, pg, fresh=fresh)
+            job = [DIALER, "import", str(sheet), "--campaign", "imported", "--region", "US"]
+            what = "dialer import" if fresh else "import again"
+            results.append((what, timed([*job, "--db", url], env, server)))
+        url = import_target(backend, pg, fresh=True)
+        serial = [PYTHON, __file__, "--worker", "import", url, str(sheet), "serial"]
+        results.append(("in one process", timed(serial, env, server)))
+        for what, result in results:
             if "error" in result:
-                print(f"| {backend} | {what} | refused: {result['error']} | | | | |")
+                print(f"| {backend} | {what} | refused: {result['error']} | | | | | | |")
                 continue
+            server_cpu = f"{result['server_cpu']:.1f} s" if "server_cpu" in result else "—"
             print(
                 f"| {backend} | {what} | {result['wall']:.1f} s | {result['cpu']:.1f} s"
-                f" | {result['rss_mib']:.0f} MiB | x{result['wall'] / check['wall']:.2f}"
-                f" | {result['load']:.1f} |"
+                f" | {server_cpu} | {result['rss_mib']:.0f} MiB | {result['tree_mib']:.0f} MiB"
+                f" | x{result['wall'] / check['wall']:.2f} | {result['load']:.1f} |"
             )
         if backend == "sqlite":
             for leftover in DATA.glob("import.db*"):
@@ -643,12 +720,45 @@ def imports(rows: int, backends: list[str], pg: Postgres | None) -> None:
             pg.drop("import_bench")
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """`measured`, plus the command's CPU time (user + sys) and the load as it ended."""
+def import_target(backend: str, pg: Postgres | None, *, fresh: bool) -> str:
+    """The import's ledger: emptied when `fresh`."""
+    if backend == "sqlite":
+        if fresh:
+            for leftover in DATA.glob("import.db*"):
+                leftover.unlink()
+        return f"sqlite:///{DATA / 'import.db'}"
+    assert pg is not None
+    return pg.database("import_bench", fresh=fresh)
+
+
+def import_worker(url: str, sheet: str, how: str) -> dict[str, Any]:
+    """`dialer import`'s work without the CLI, in one process or with the writer."""
+    from campaign.contacts import read_sheet
+    from campaign.store import open_ledger
+    from campaign.store.imports import import_sheet
+
+    ledger = open_ledger(url)
+    summary, _ = import_sheet(
+        ledger,
+        read_sheet(Path(sheet)),
+        campaign="imported",
+        region="US",
+        default_region="US",
+        parallel=how == "parallel",
+    )
+    return {"new": summary.new}
+
+
+def timed(cmd: list[str], env: dict[str, str], server: Postgres | None = None) -> dict[str, Any]:
+    """`measured`, plus the command's CPU time (user + sys, its children's included), the
+    load as it ended and, given the PostgreSQL server, the server's CPU meanwhile."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = server.cpu() if server is not None else 0.0
     result = measured(cmd, env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if server is not None:
+        result["server_cpu"] = server.cpu() - server_before
     result["load"] = os.getloadavg()[0]
     return result
 

@@ -22,6 +22,7 @@ from campaign.contacts.numbers import (
 )
 from campaign.contacts.policy import (
     AcceptedContacts,
+    AcceptedRows,
     ContactRow,
     Duplicate,
     ParsedContact,
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_E164",
     "MAX_EXTENSION",
     "AcceptedContacts",
+    "AcceptedRows",
     "Columns",
     "ContactRow",
     "Duplicate",

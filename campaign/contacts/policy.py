@@ -141,6 +141,10 @@ class AcceptedContacts(_Built[ParsedContact]):
         """Every accepted contact as a `ContactRow`, in row order."""
         return map(self._row, self._items)
 
+    def rows_from(self, start: int) -> list[ContactRow]:
+        """The accepted contacts from the `start`th on, as `ContactRow`s."""
+        return [self._row(item) for item in self._items[start:]]
+
     def _row(self, item: tuple[Any, ...]) -> ContactRow:
         position, (raw, _, e164, extension, _, zones) = item
         row = self._sheet.rows[position]
@@ -272,7 +276,12 @@ class SheetResult:
 _VALID_REJECTIONS = frozenset({Reason.NOT_DIALABLE_TYPE, Reason.DO_NOT_CALL, Reason.BAD_EXTENSION})
 
 Progress = Callable[[int, int], None]
+#: what `validate_sheet` hands each run of newly accepted rows to (with the variable
+#: columns' names), while it checks the rest
+AcceptedRows = Callable[[list[str], list[ContactRow]], None]
 _PROGRESS_EVERY = 10_000
+#: rows checked between two runs of accepted rows handed on (a multiple of the above)
+_STREAM_EVERY = 20_000
 
 
 def validate_sheet(
@@ -283,8 +292,14 @@ def validate_sheet(
     dnc: frozenset[str] | set[str] = frozenset(),
     sheet: str | None = None,
     progress: Progress | None = None,
+    accepted_rows: AcceptedRows | None = None,
 ) -> SheetResult:
-    """Apply the number policy to every row; nothing is written anywhere."""
+    """Apply the number policy to every row; nothing is written anywhere.
+
+    `accepted_rows`, when given, is called while the sheet is checked with each run of
+    newly accepted rows as `ContactRow`s, in row order: every accepted row once, the
+    last run before this returns (an import writes them meanwhile).
+    """
     region = check_region(region)
     data = source if isinstance(source, Sheet) else read_sheet(source, sheet=sheet)
     columns = find_columns(data, region, phone_column)
@@ -309,10 +324,16 @@ def validate_sheet(
     phone, fallbacks, tz_column = columns.phone, columns.phone_fallbacks, columns.timezone
     has_extension = columns.extension is not None
     total = len(rows)
+    handed = 0  # accepted rows handed to `accepted_rows` so far
+    reports = progress is not None or accepted_rows is not None
     for position, row in enumerate(rows):
         raw = row[phone] if phone < len(row) else ""
-        if progress is not None and position % _PROGRESS_EVERY == 0:
-            progress(position, total)
+        if reports and position % _PROGRESS_EVERY == 0:
+            if progress is not None:
+                progress(position, total)
+            if accepted_rows is not None and position % _STREAM_EVERY == 0 and position:
+                accepted_rows(accepted.variable_names, accepted.rows_from(handed))
+                handed = len(accepted)
         if fallbacks and not raw.strip():
             raw = next((row[i] for i in fallbacks if i < len(row) and row[i].strip()), raw)
         answer = memo.get(raw)
@@ -340,6 +361,8 @@ def validate_sheet(
                 result.warnings.append(
                     (number, f"unknown time zone {cell!r}; using the number's zones only")
                 )
+    if accepted_rows is not None and handed < len(accepted):
+        accepted_rows(accepted.variable_names, accepted.rows_from(handed))
     if progress is not None:
         progress(total, total)
     logger.debug(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,10 +17,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from campaign.campaign_file import check_campaign_name
-from campaign.contacts import Progress, Reason, Sheet, SheetResult, check_region, validate_sheet
+from campaign.contacts import (
+    ContactRow,
+    Progress,
+    Reason,
+    Sheet,
+    SheetResult,
+    check_region,
+    validate_sheet,
+)
 from campaign.outcomes import ContactStatus
 from campaign.store.db import Ledger
 from campaign.store.dialing import upsert_campaign
+from campaign.store.import_writer import ImportWriter
 from campaign.store.models import (
     Campaign,
     Contact,
@@ -62,6 +72,15 @@ class ImportSummary:
     duplicates: int  #: rows repeating an earlier row of the same sheet
     rejected: int  #: rows that cannot be dialed (including do-not-call)
     dnc: int  #: of the rejected, how many are on the do-not-call list
+
+
+@dataclass(slots=True)
+class ImportCounts:
+    """What an import's write found of the accepted rows."""
+
+    new: int = 0  #: written as new contacts
+    already: int = 0  #: the campaign had the number already
+    dnc: int = 0  #: on the do-not-call list (rejected here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +271,31 @@ def _batches(rows: Iterable[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]
         yield batch
 
 
+#: an accepted row as an import writes it: (row, e164, raw, extension, name (cut to
+#: its column), zones as JSON text, variables as JSON text): plain strings, cheap to
+#: hand to the writer process and for it to take apart
+StoredRow = tuple[int, str, str, str | None, str | None, str, str]
+#: sheets with fewer rows are written in this process (a writer process costs start-up)
+PARALLEL_ROWS = 50_000
+
+
+class _Encoder:
+    """Accepted rows (`ContactRow`) as `StoredRow`s; each distinct zone list is encoded once."""
+
+    def __init__(self, variable_names: Sequence[str]) -> None:
+        self._variables = _json_object(variable_names)
+        self._zones: dict[tuple[str, ...], str] = {}
+
+    def __call__(self, rows: Iterable[ContactRow]) -> Iterator[StoredRow]:
+        variables, zone_texts = self._variables, self._zones
+        for number, e164, raw, extension, name, zones, values in rows:
+            zone_text = zone_texts.get(zones)
+            if zone_text is None:
+                zone_text = zone_texts[zones] = _json_text(zones)
+            cut = name[:200] if name else None  # the column's length
+            yield (number, e164, raw, extension, cut, zone_text, variables(values))
+
+
 def import_sheet(
     ledger: Ledger,
     sheet: Sheet,
@@ -261,20 +305,60 @@ def import_sheet(
     default_region: str,
     phone_column: str | None = None,
     progress: Progress | None = None,
+    parallel: bool | None = None,
 ) -> tuple[ImportSummary, SheetResult]:
     """Check a sheet against the do-not-call list and import it into a campaign.
 
     The region is the one given, else the existing campaign's, else `default_region`.
+    A sheet of `PARALLEL_ROWS` or more, given two CPUs or more (or any sheet, with
+    `parallel`; none with `parallel=False`), is written by a child process
+    (`import_writer`) while this one checks the rest of it: the same rows, in the same
+    one transaction, on a second core.
     """
     check_campaign_name(campaign)  # before the sheet is read
     region_code = check_region(region or campaign_region(ledger, campaign) or default_region)
     with ledger.session() as session:
         dnc = dnc_set(session)
-    result = validate_sheet(
-        sheet, region=region_code, phone_column=phone_column, dnc=dnc, progress=progress
-    )
     source = str(Path(sheet.source).resolve())
-    return import_contacts(ledger, campaign, result, source), result
+    if parallel is None:
+        parallel = len(sheet) >= PARALLEL_ROWS and _cpus() >= 2
+    if not parallel or _in_memory(ledger):
+        result = validate_sheet(
+            sheet, region=region_code, phone_column=phone_column, dnc=dnc, progress=progress
+        )
+        return import_contacts(ledger, campaign, result, source), result
+    with ImportWriter(ledger.url, campaign, region_code, source) as writer:
+        encoders: list[_Encoder] = []
+
+        def hand_on(variable_names: Sequence[str], rows: list[ContactRow]) -> None:
+            if not encoders:
+                encoders.append(_Encoder(variable_names))
+            writer.send(list(encoders[0](rows)))
+
+        result = validate_sheet(
+            sheet,
+            region=region_code,
+            phone_column=phone_column,
+            dnc=dnc,
+            progress=progress,
+            accepted_rows=hand_on,
+        )
+        counts = writer.finish(_sheet_rejections(result))
+    return _summary(campaign, source, result, counts), result
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a writer process on the same one only adds work)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _in_memory(ledger: Ledger) -> bool:
+    """Whether the ledger lives in this process only (no other process can write it)."""
+    url = ledger.engine.url
+    return url.get_backend_name() == "sqlite" and (url.database or ":memory:") == ":memory:"
 
 
 def import_contacts(
@@ -287,124 +371,135 @@ def import_contacts(
     do-not-call list is applied here too. Rejections of `source` replace those of
     its previous import.
     """
+    rows = _Encoder(result.accepted.variable_names)(result.accepted.rows())
     with ledger.session() as session:
-        campaign = get_or_create_campaign(session, campaign_name, result.region)
-        dnc = dnc_set(session)
-        existing = set(
-            session.scalars(
-                select(Contact.e164).where(
-                    Contact.campaign_id == campaign.id, Contact.is_test.is_(False)
-                )
-            )
+        counts = write_import(
+            session, campaign_name, result.region, source, rows, lambda: _sheet_rejections(result)
         )
-        now = utcnow()
-        rejections: list[dict[str, Any]] = []
-        counts = {"new": 0, "already": 0, "dnc": 0}
-        #: a contact's zones as the sheet gives them -> (as stored: JSON, its zone set's id)
-        zoned: dict[tuple[str, ...], tuple[str, int]] = {}
-        names = result.accepted.variable_names
-        variables = _json_object(names)
+    return _summary(campaign_name, source, result, counts)
 
-        def new_contacts() -> Iterator[tuple[Any, ...]]:
-            # Streamed: each accepted row becomes one tuple on its way to the driver.
-            for number, e164, raw, extension, name, zones, values in result.accepted.rows():
-                if e164 in dnc:
-                    # accepted by the sheet check, but listed since (or the check had no list)
-                    counts["dnc"] += 1
-                    rejections.append(
-                        {
-                            "campaign_id": campaign.id,
-                            "source": source,
-                            "source_row": number,
-                            "raw": raw,
-                            "reason": Reason.DO_NOT_CALL.value,
-                            "e164": e164,
-                            "cells": dict(zip(names, values, strict=True)),
-                            "created_at": now,
-                        }
-                    )
-                    continue
-                if e164 in existing:
-                    counts["already"] += 1
-                    continue
-                existing.add(e164)
-                found = zoned.get(zones)
-                if found is None:
-                    key = zone_key(zones)
-                    found = zoned[zones] = (_json_text(zones), zone_set_ids(session, [key])[key])
-                counts["new"] += 1
-                yield (
-                    e164,
-                    raw,
-                    extension,
-                    name[:200] if name else None,  # the column's length
-                    found[0],
-                    found[1],
-                    variables(values),
-                    number,
-                )
 
-        constants = {
-            "campaign_id": campaign.id,
-            "source": source,
-            "status": ContactStatus.PENDING.value,
-            "attempts_count": 0,
-            "is_test": False,
-            "due_at": now,  # due since its import
-            "created_at": now,
-            "updated_at": now,
+def _sheet_rejections(result: SheetResult) -> list[dict[str, Any]]:
+    """The sheet's rejected and duplicate rows as `rejections` rows (without the
+    campaign, source and time, which the write adds)."""
+    rows = [
+        {
+            "source_row": rejected.row,
+            "raw": rejected.raw,
+            "reason": rejected.reason.value,
+            "e164": rejected.e164,
+            "cells": rejected.cells,
         }
-        contacts = cast(Table, Contact.__table__)
-        _bulk_insert(session, contacts, _CONTACT_COLUMNS, new_contacts(), constants)
-        already, dnc_now = counts["already"], counts["dnc"]
-        for rejected in result.rejected:
-            rejections.append(
-                {
-                    "campaign_id": campaign.id,
-                    "source": source,
-                    "source_row": rejected.row,
-                    "raw": rejected.raw,
-                    "reason": rejected.reason.value,
-                    "e164": rejected.e164,
-                    "cells": rejected.cells,
-                    "created_at": now,
-                }
-            )
-        for duplicate in result.duplicates:
-            rejections.append(
-                {
-                    "campaign_id": campaign.id,
-                    "source": source,
-                    "source_row": duplicate.row,
-                    "raw": duplicate.raw,
-                    "reason": DUPLICATE_REASON,
-                    "e164": duplicate.e164,
-                    "duplicate_of_row": duplicate.duplicate_of_row,
-                    "cells": {},
-                    "created_at": now,
-                }
-            )
-        session.execute(
-            delete(Rejection).where(
-                Rejection.campaign_id == campaign.id, Rejection.source == source
-            )
+        for rejected in result.rejected
+    ]
+    rows += [
+        {
+            "source_row": duplicate.row,
+            "raw": duplicate.raw,
+            "reason": DUPLICATE_REASON,
+            "e164": duplicate.e164,
+            "duplicate_of_row": duplicate.duplicate_of_row,
+            "cells": {},
+        }
+        for duplicate in result.duplicates
+    ]
+    return rows
+
+
+def write_import(
+    session: Session,
+    campaign_name: str,
+    region: str,
+    source: str,
+    rows: Iterable[StoredRow],
+    sheet_rejections: Callable[[], list[dict[str, Any]]],
+) -> ImportCounts:
+    """An import's whole write, in the session's transaction: the campaign (created when
+    new), the accepted rows streamed in as new contacts, then `sheet_rejections()` (read
+    once the rows are exhausted) replacing `source`'s earlier rejections."""
+    campaign = get_or_create_campaign(session, campaign_name, region)
+    dnc = dnc_set(session)
+    # the campaign's numbers before this import (a sheet's accepted rows are distinct),
+    # streamed: a million buffered rows would cost more than the set they fill
+    existing = set(
+        session.scalars(
+            select(Contact.e164)
+            .where(Contact.campaign_id == campaign.id, Contact.is_test.is_(False))
+            .execution_options(yield_per=_BATCH)
         )
-        _insert_ignoring_conflicts(session, Rejection, rejections)
-        campaign.updated_at = now
+    )
+    now = utcnow()
+    rejections: list[dict[str, Any]] = []
+    counts = ImportCounts()
+    #: a contact's zones as JSON text -> its zone set's id
+    zoned: dict[str, int] = {}
+
+    def new_contacts() -> Iterator[tuple[Any, ...]]:
+        # Streamed: each accepted row becomes one tuple on its way to the driver.
+        for number, e164, raw, extension, name, zones, variables in rows:
+            if e164 in dnc:
+                # accepted by the sheet check, but listed since (or the check had no list)
+                counts.dnc += 1
+                rejections.append(
+                    {
+                        "source_row": number,
+                        "raw": raw,
+                        "reason": Reason.DO_NOT_CALL.value,
+                        "e164": e164,
+                        "cells": json.loads(variables),
+                    }
+                )
+                continue
+            if e164 in existing:
+                counts.already += 1
+                continue
+            zone_set_id = zoned.get(zones)
+            if zone_set_id is None:
+                key = zone_key(json.loads(zones))
+                zone_set_id = zoned[zones] = zone_set_ids(session, [key])[key]
+            counts.new += 1
+            yield (e164, raw, extension, name, zones, zone_set_id, variables, number)
+
+    constants = {
+        "campaign_id": campaign.id,
+        "source": source,
+        "status": ContactStatus.PENDING.value,
+        "attempts_count": 0,
+        "is_test": False,
+        "due_at": now,  # due since its import
+        "created_at": now,
+        "updated_at": now,
+    }
+    contacts = cast(Table, Contact.__table__)
+    _bulk_insert(session, contacts, _CONTACT_COLUMNS, new_contacts(), constants)
+    rejections += sheet_rejections()
+    for rejection in rejections:
+        rejection.update(campaign_id=campaign.id, source=source, created_at=now)
+    session.execute(
+        delete(Rejection).where(Rejection.campaign_id == campaign.id, Rejection.source == source)
+    )
+    _insert_ignoring_conflicts(session, Rejection, rejections)
+    campaign.updated_at = now
+    return counts
+
+
+def _summary(
+    campaign: str, source: str, result: SheetResult, counts: ImportCounts
+) -> ImportSummary:
     summary = ImportSummary(
-        campaign=campaign_name,
+        campaign=campaign,
         source=source,
         rows=result.rows,
-        new=counts["new"],
-        already_present=already,
+        new=counts.new,
+        already_present=counts.already,
         duplicates=len(result.duplicates),
-        rejected=len(result.rejected) + dnc_now,
-        dnc=dnc_now + sum(1 for item in result.rejected if item.reason == Reason.DO_NOT_CALL),
+        rejected=len(result.rejected) + counts.dnc,
+        dnc=counts.dnc + sum(1 for item in result.rejected if item.reason == Reason.DO_NOT_CALL),
     )
     logger.info(
         "imported %s into %s: %d new, %d already present, %d duplicates, %d rejected",
         source,
-        campaign_name,
+        campaign,
         summary.new,
         summary.already_present,
         summary.duplicates,

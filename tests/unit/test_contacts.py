@@ -8,7 +8,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from campaign.contacts import Reason, SheetError, read_sheet, validate_sheet
+from campaign.contacts import ContactRow, Reason, SheetError, read_sheet, validate_sheet
 from tests.sheets import write_xlsx
 
 pytestmark = pytest.mark.unit
@@ -216,6 +216,33 @@ def test_progress_is_reported(tmp_path: Path) -> None:
     )
     assert seen[0] == (0, 25_000) and seen[-1] == (25_000, 25_000)
     assert len(seen) >= 3
+
+
+def test_accepted_rows_are_handed_on_while_checking_each_once_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an import's writer is given as the check goes: every accepted row once, in
+    row order, a duplicate never (also when it repeats a row of an earlier run)."""
+    from campaign.contacts import policy
+
+    monkeypatch.setattr(policy, "_PROGRESS_EVERY", 5)
+    monkeypatch.setattr(policy, "_STREAM_EVERY", 10)
+    lines = ["Name,Phone,Plan"]
+    for i in range(95):
+        phone = "n/a" if i % 11 == 4 else f"(415) 555-{(i - 7 if i % 9 == 8 else i):04d}"
+        lines.append(f"P{i},{phone},p{i % 2}")
+    runs: list[tuple[list[str], list[ContactRow]]] = []
+    result = validate_sheet(
+        write_csv(tmp_path / "s.csv", "\n".join(lines)),
+        region="US",
+        accepted_rows=lambda names, rows: runs.append((names, rows)),
+    )
+    assert len(runs) == 10 and all(names == ["Plan"] for names, _ in runs)
+    handed = [row for _, rows in runs for row in rows]
+    assert handed == list(result.accepted.rows())
+    # 10 rows repeat the row 7 back, but one is itself unreadable and one repeats one
+    assert len(result.duplicates) == 8 and len(result.rejected) == 9
+    assert len({row[1] for row in handed}) == len(handed) == 95 - 8 - 9
 
 
 # --------------------------------------------------------------------------- Excel
