@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -167,22 +168,14 @@ class Postgres:
     def cpu(self) -> float:
         """CPU seconds the server has used so far: the postmaster with its exited
         backends (`cutime`, `cstime`) and every live process under it."""
-        tick = os.sysconf("SC_CLK_TCK")
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
         total = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid, parent = int(entry.name), int(fields[1])
+        for pid, fields in processes():
             if pid == postmaster:
                 total += sum(int(value) for value in fields[11:15])  # utime..cstime
-            elif parent == postmaster:
+            elif int(fields[1]) == postmaster:
                 total += int(fields[11]) + int(fields[12])
-        return total / tick
+        return total / os.sysconf("SC_CLK_TCK")
 
     def exists(self, name: str) -> bool:
         import psycopg
@@ -239,6 +232,18 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     return result
 
 
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """Every live process as (pid, the fields of /proc/PID/stat after its name: state,
+    ppid, ...); `man 5 proc` numbers them from 3, so field N is `fields[N - 3]`."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            yield int(entry.name), stat.rsplit(")", 1)[1].split()
+
+
 class TreeRss:
     """The highest sum of resident memory over a process and its descendants, sampled."""
 
@@ -258,17 +263,9 @@ class TreeRss:
         while not self._done.wait(0.05):
             parents: dict[int, int] = {}
             resident: dict[int, int] = {}
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    stat = (entry / "stat").read_text()
-                    pages = int((entry / "statm").read_text().split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                pid = int(entry.name)
-                parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-                resident[pid] = pages * self.PAGE
+            for pid, fields in processes():
+                parents[pid] = int(fields[1])
+                resident[pid] = int(fields[21]) * self.PAGE  # rss, in pages
             total = 0
             for pid, size in resident.items():
                 ancestor = pid

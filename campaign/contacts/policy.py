@@ -280,7 +280,7 @@ Progress = Callable[[int, int], None]
 #: columns' names), while it checks the rest
 AcceptedRows = Callable[[list[str], list[ContactRow]], None]
 _PROGRESS_EVERY = 10_000
-#: rows checked between two runs of accepted rows handed on (a multiple of the above)
+#: rows checked between two runs of accepted rows handed on
 _STREAM_EVERY = 20_000
 
 
@@ -325,15 +325,13 @@ def validate_sheet(
     has_extension = columns.extension is not None
     total = len(rows)
     handed = 0  # accepted rows handed to `accepted_rows` so far
-    reports = progress is not None or accepted_rows is not None
     for position, row in enumerate(rows):
         raw = row[phone] if phone < len(row) else ""
-        if reports and position % _PROGRESS_EVERY == 0:
-            if progress is not None:
-                progress(position, total)
-            if accepted_rows is not None and position % _STREAM_EVERY == 0 and position:
-                accepted_rows(accepted.variable_names, accepted.rows_from(handed))
-                handed = len(accepted)
+        if progress is not None and position % _PROGRESS_EVERY == 0:
+            progress(position, total)
+        if accepted_rows is not None and position % _STREAM_EVERY == 0 and position:
+            accepted_rows(accepted.variable_names, accepted.rows_from(handed))
+            handed = len(accepted)
         if fallbacks and not raw.strip():
             raw = next((row[i] for i in fallbacks if i < len(row) and row[i].strip()), raw)
         answer = memo.get(raw)

@@ -225,7 +225,6 @@ def test_accepted_rows_are_handed_on_while_checking_each_once_in_order(
     row order, a duplicate never (also when it repeats a row of an earlier run)."""
     from campaign.contacts import policy
 
-    monkeypatch.setattr(policy, "_PROGRESS_EVERY", 5)
     monkeypatch.setattr(policy, "_STREAM_EVERY", 10)
     lines = ["Name,Phone,Plan"]
     for i in range(95):
