@@ -113,6 +113,15 @@ def write_sheet(path: Path, rows: int) -> Path:
 # -- PostgreSQL: a cluster kept under benchmarks/.data/pg -----------------------------
 
 
+def _outside_cluster_dir() -> Path:
+    """Where the cluster lives when its owner cannot reach benchmarks/.data: a folder of
+    the system's temporary directory named after this checkout, so it is kept too."""
+    import hashlib
+
+    tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"dialer-bench-pg-{tag}"
+
+
 class Postgres:
     """A persistent cluster on loopback, built with the tests' helpers (Debian binaries)."""
 
@@ -121,9 +130,18 @@ class Postgres:
 
         self.bin, self.as_owner = _bin_dir(), _as_owner
         self.owner = "postgres" if os.geteuid() == 0 else None
-        self.data = DATA / "pg"
+        self.data = DATA / "pg" if self._owner_reaches(DATA) else _outside_cluster_dir()
         self.port = _free_port()
         self.user = self.owner or os.environ.get("USER", "postgres")
+
+    def _owner_reaches(self, path: Path) -> bool:
+        """Whether the cluster's owner can enter `path` (a checkout in a private 0700
+        directory, such as `mktemp -d`, is closed to `postgres`)."""
+        if self.owner is None:
+            return True
+        path.mkdir(parents=True, exist_ok=True)
+        probe = self.as_owner(["test", "-x", str(path), "-a", "-w", str(path)], self.owner)
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
 
     def start(self) -> None:
         DATA.mkdir(parents=True, exist_ok=True)
@@ -519,7 +537,13 @@ def main() -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     pg = Postgres() if "postgresql" in backends else None
     if pg is not None:
-        pg.start()
+        try:
+            pg.start()
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            print(f"PostgreSQL refused to start ({exc}): {detail.decode(errors='replace')[-300:]}")
+            print("continuing without PostgreSQL")
+            backends, pg = [b for b in backends if b != "postgresql"], None
     try:
         run(args, sizes, backends, pg)
     finally:
