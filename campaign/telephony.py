@@ -56,6 +56,7 @@ T = TypeVar("T")
 
 AGENT = api.ParticipantInfo.Kind.AGENT
 SIP = api.ParticipantInfo.Kind.SIP
+ACTIVE = api.ParticipantInfo.State.ACTIVE
 #: HTTP status of a dial that rang out without a SIP final response
 RINGING_TIMEOUT_HTTP_STATUS = 408
 #: `sip.callStatus` participant attribute: "active" once the callee answered
@@ -521,12 +522,18 @@ class Telephony:
         return any(r.name == room for r in response.rooms)
 
     async def wait_for_agent(self, room: str, timeout: float, *, poll: float = 0.2) -> bool:
-        """Look until an agent participant is in the room; False after `timeout` seconds.
+        """Look until an agent participant is in the room and connected (its media path is
+        up, state ACTIVE); False after `timeout` seconds.
+
+        An agent still joining is not enough: one whose room is deleted before its
+        connection completes reconnects seconds later, and LiveKit makes the room again
+        for it, which then stays until its empty timeout. Nor can it hear a callee yet.
 
         The first look comes when agents lately took to join (`_JoinTimes`), or after
         `poll` while none was seen yet; the pause between the next looks starts at half
         that time (at least `poll`) and grows. So a join is mostly seen in one look, and
-        a slow one in a few, however slow the workers are today.
+        a slow one in a few, however slow the workers are today. An agent seen joining is
+        looked at again after `poll`, since its connection is a moment away.
         """
         deadline = time.monotonic() + timeout
         request = api.ListParticipantsRequest(room=room)
@@ -540,10 +547,14 @@ class Telephony:
             agent = next((p for p in listing.participants if p.kind == AGENT), None)
             if agent is not None:
                 self._joins.joined(room, agent.joined_at_ms)
-                return True
+                if agent.state == ACTIVE:
+                    return True
             if time.monotonic() >= deadline:
                 return False
-            wait, pause = pause, min(pause * 1.5, longest)
+            if agent is not None:
+                wait = poll
+            else:
+                wait, pause = pause, min(pause * 1.5, longest)
 
     async def dial(
         self,
