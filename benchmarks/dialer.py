@@ -40,7 +40,7 @@ from campaign.dialer import Dialer, RunOptions  # noqa: E402
 from campaign.errors import UserError  # noqa: E402
 from campaign.store import Attempt, Contact, open_ledger  # noqa: E402
 from campaign.store import dialing as store  # noqa: E402
-from campaign.telephony import Telephony  # noqa: E402
+from campaign.telephony import Telephony, TelephonyError  # noqa: E402
 from devstack.phones import Behaviour, number_for  # noqa: E402
 from tests.e2e.agent_worker import start_agent_worker  # noqa: E402
 
@@ -50,6 +50,17 @@ def devstack_env() -> dict[str, str]:
     if not path.exists():
         sys.exit("no .devstack/env: start the stack with `python -m devstack up`")
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+async def _check_stack(env: dict[str, str]) -> None:
+    """One line and exit when the devstack's LiveKit does not answer: nothing to measure."""
+    try:
+        async with Telephony(
+            env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]
+        ) as tel:
+            await tel.check_access()
+    except TelephonyError as exc:
+        sys.exit(f"the devstack does not answer ({exc}): start it with `python -m devstack up`")
 
 
 @dataclass
@@ -215,8 +226,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dialer-bench-"))
     db_url = f"sqlite:///{tmp / 'ledger.db'}"
     open_ledger(db_url).dispose()
-    with start_agent_worker(database_url=db_url, env=env) as worker:
-        dialer = asyncio.run(run_dialer(env, db_url, worker.agent_name, args.seconds, args.cps))
+    asyncio.run(_check_stack(env))
+    try:
+        with start_agent_worker(database_url=db_url, env=env) as worker:
+            dialer = asyncio.run(run_dialer(env, db_url, worker.agent_name, args.seconds, args.cps))
+    except TimeoutError as exc:  # the worker never registered: its log says why
+        sys.exit(f"no measurement: {exc}")
     base = asyncio.run(run_baseline(env, args.seconds, args.cps))
     rate, base_rate = _rate(dialer), _rate(base)
     per_call, base_per_call = _cpu_ms(dialer), _cpu_ms(base)
