@@ -38,6 +38,8 @@ pytestmark = pytest.mark.e2e
 #: about 35 s of the freeze (three setups failing at their deadlines), so the run shows
 #: "waiting for LiveKit" for well over a minute before it resumes.
 FREEZE_S = 120.0
+#: How long livekit-sip stays frozen: longer than a dial's request deadline.
+SIP_FREEZE_S = 45.0
 #: a call is hung up this soon after its agent died
 AGENT_LOST_WITHIN_S = 10.0
 
@@ -51,10 +53,10 @@ def stack(
         yield setup
 
 
-def livekit_pid() -> int:
-    pid = int((devstack_config.RUN_DIR / "livekit-server.pid").read_text().strip())
+def service_pid(name: str = "livekit-server") -> int:
+    pid = int((devstack_config.RUN_DIR / f"{name}.pid").read_text().strip())
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    assert b"livekit-server" in cmdline, "the pid file does not name livekit-server"
+    assert name.encode() in cmdline, f"the pid file does not name {name}"
     return pid
 
 
@@ -98,7 +100,7 @@ def test_frozen_livekit_burns_no_contact(stack: Setup, tmp_path: Path) -> None:
     since = time.time()
     log = tmp_path / "run.log"
     proc = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, log, "--max-wait", "10m")
-    pid = livekit_pid()
+    pid = service_pid()
     statuses: list[str] = []
     try:
         wait_for(
@@ -132,6 +134,55 @@ def test_frozen_livekit_burns_no_contact(stack: Setup, tmp_path: Path) -> None:
         assert 1 <= len(phone[number]) <= len(dialed(made)), number
         # what never rang counts against nothing
         assert Counter(a.outcome for a in made)["agent_unavailable"] <= 2
+
+
+def test_frozen_sip_bridge_rings_nobody_twice(stack: Setup, tmp_path: Path) -> None:
+    """SIGSTOP livekit-sip mid-campaign, then SIGCONT: LiveKit answers, but no dial
+    reaches a phone meanwhile. Every contact is still dialled afterwards, none is burned,
+    and no phone rings more often than the ledger dialled it (a dial the frozen bridge
+    took up late rings into a room that is gone, or not at all)."""
+    setup = stack
+    nums = numbers(Behaviour.DECLINES, 6)
+    path = write_campaign(
+        tmp_path,
+        "e2e-sip-freeze",
+        [{"name": "x", "phone": n} for n in nums],
+        setup.worker.agent_name,
+        max_concurrent_calls=2,
+        calls_per_second=0.5,
+        retry={"unknown": {"delay": "2s"}, "failed": {"delay": "2s"}},
+    )
+    since = time.time()
+    log = tmp_path / "run.log"
+    proc = dialer_cli(path, setup.url, setup.env, setup.worker.agent_name, log, "--max-wait", "10m")
+    pid = service_pid("livekit-sip")
+    try:
+        wait_for(
+            lambda: any(
+                dialed(m) for m in attempts_by_number(setup.ledger, "e2e-sip-freeze").values()
+            ),
+            120,
+            "the first dial",
+        )
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(SIP_FREEZE_S)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    contacts = contacts_by_number(setup.ledger, "e2e-sip-freeze")
+    attempts = attempts_by_number(setup.ledger, "e2e-sip-freeze")
+    assert Counter(c.status for c in contacts.values()) == {"declined": 6}, log.read_text()[-3000:]
+    time.sleep(5)  # a late INVITE from the thawed bridge would be in the phones' log by now
+    phone = phone_calls(set(nums), since)
+    for number, made in attempts.items():
+        assert all(a.status == "done" for a in made)
+        outcomes = [a.outcome for a in dialed(made) if a.outcome not in ("unknown", "failed")]
+        assert outcomes == ["declined"], [(a.outcome, a.error) for a in made]
+        assert 1 <= len(phone[number]) <= len(dialed(made)), (number, phone[number], made)
 
 
 def job_pid(worker_log: str, attempt_id: int) -> int | None:
