@@ -104,3 +104,29 @@ def create_database(admin_url: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def admin(admin_url: str, sql: str) -> None:
+    """Run one statement as the server's owner (outside any transaction)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.encode())
+
+
+def drop_connections(admin_url: str, database: str) -> None:
+    """Kill every backend connected to `database`, as a server restart would."""
+    admin(
+        admin_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+    )
+
+
+@contextmanager
+def refused(admin_url: str, database: str) -> Iterator[None]:
+    """`database` refuses connections, and loses those it had, for the `with` block."""
+    admin(admin_url, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        drop_connections(admin_url, database)
+        yield
+    finally:
+        admin(admin_url, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')

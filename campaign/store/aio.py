@@ -56,8 +56,15 @@ def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     # the first line only: SQLAlchemy appends the statement and its parameters
     first = str(exc).splitlines()[0] if exc is not None else ""
-    logger.warning(
-        "ledger call failed (%s: %s); retry %d", type(exc).__name__, first, state.attempt_number
+    # The first retry is worth a warning; the next ones of the same call say nothing new
+    # (an outage would write a screenful a second), and a call that gives up says so.
+    level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
+    logger.log(
+        level,
+        "ledger call failed (%s: %s); retry %d",
+        type(exc).__name__,
+        first,
+        state.attempt_number,
     )
 
 

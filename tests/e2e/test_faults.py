@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from campaign.store import open_ledger
 from devstack import config as devstack_config
-from devstack.phones import Behaviour, Event, read_log
+from devstack.phones import Behaviour, Event, behaviour_for, read_log
 from tests.campaigns import write_campaign
-from tests.e2e.agent_worker import Setup, sqlite_setup, wait_for
+from tests.e2e.agent_worker import Setup, sqlite_setup, start_agent_worker, wait_for
 from tests.e2e.test_dialer import (
     DIALER,
     attempts_by_number,
@@ -31,6 +33,7 @@ from tests.e2e.test_dialer import (
     numbers,
     phone_calls,
 )
+from tests.pg import refused
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +43,8 @@ pytestmark = pytest.mark.e2e
 FREEZE_S = 120.0
 #: How long livekit-sip stays frozen: longer than a dial's request deadline.
 SIP_FREEZE_S = 45.0
+#: How long the ledger refuses connections: longer than the engine's retries of one call.
+LEDGER_OUTAGE_S = 20.0
 #: a call is hung up this soon after its agent died
 AGENT_LOST_WITHIN_S = 10.0
 
@@ -183,6 +188,66 @@ def test_frozen_sip_bridge_rings_nobody_twice(stack: Setup, tmp_path: Path) -> N
         outcomes = [a.outcome for a in dialed(made) if a.outcome not in ("unknown", "failed")]
         assert outcomes == ["declined"], [(a.outcome, a.error) for a in made]
         assert 1 <= len(phone[number]) <= len(dialed(made)), (number, phone[number], made)
+
+
+@pytest.mark.postgres
+def test_a_postgres_outage_mid_call_hangs_nobody_up_and_loses_no_record(
+    devstack_env: dict[str, str], postgres_url: str, pg_ledger_url: str, tmp_path: Path
+) -> None:
+    """The ledger refuses every connection (and loses those it had) for LEDGER_OUTAGE_S
+    while a conversation is under way: the call goes on to its end, its agent's record
+    lands once the ledger is back, nobody is dialled twice and the run ends by itself."""
+    database = make_url(pg_ledger_url).database
+    assert database
+    nums = numbers(Behaviour.TALKS, 2) + numbers(Behaviour.DECLINES, 3)
+    ledger = open_ledger(pg_ledger_url)
+    since = time.time()
+    try:
+        with start_agent_worker(database_url=pg_ledger_url, env=devstack_env) as worker:
+            path = write_campaign(
+                tmp_path,
+                "e2e-ledger-outage",
+                [{"name": "x", "phone": n} for n in nums],
+                worker.agent_name,
+                max_concurrent_calls=2,
+                calls_per_second=0.5,
+            )
+            log = tmp_path / "run.log"
+            proc = dialer_cli(path, pg_ledger_url, devstack_env, worker.agent_name, log)
+            try:
+                wait_for(
+                    lambda: any(
+                        a.answered_at is not None
+                        for made in attempts_by_number(ledger, "e2e-ledger-outage").values()
+                        for a in made
+                    ),
+                    180,
+                    "a call answered",
+                )
+                with refused(postgres_url, database):
+                    time.sleep(LEDGER_OUTAGE_S)
+                assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        contacts = contacts_by_number(ledger, "e2e-ledger-outage")
+        attempts = attempts_by_number(ledger, "e2e-ledger-outage")
+    finally:
+        ledger.dispose()
+    phone = phone_calls(set(nums), since)
+    for number, made in attempts.items():
+        talks = behaviour_for(number) is Behaviour.TALKS
+        contact = contacts[number]
+        assert (contact.status, contact.attempts_count) == (
+            ("completed", 1) if talks else ("declined", 1)
+        ), (number, [(a.outcome, a.error) for a in made])
+        assert [a.outcome for a in made] == ["answered" if talks else "declined"]
+        assert len(phone[number]) == 1, (number, phone[number])
+        if talks:
+            # the conversation ran to its end: the agent heard the callee's answer
+            # (pocketsphinx hears "interested" or "call me tomorrow"), and its record,
+            # written while the ledger was away or after, was applied
+            assert contact.disposition in {"interested", "callback"}, contact.disposition
 
 
 def job_pid(worker_log: str, attempt_id: int) -> int | None:
