@@ -111,17 +111,6 @@ def _cues(text: str, phrases: tuple[str, ...]) -> list[str]:
     return [p for p in heard if not any(p != q and contains_phrase(q, p) for q in heard)]
 
 
-#: Words that announce the beep: a mailbox says so once, in any of them.
-_BEEP_WORDS = ("beep", "tone")
-
-
-def _one_beep(cues: list[str]) -> list[str]:
-    """The cues with the beep announced once: "the beep" misheard twice, or "the tone"
-    with "the beep", is one promise of a beep, not two cues."""
-    beep = [c for c in cues if any(word in c.split() for word in _BEEP_WORDS)]
-    return [c for c in cues if c not in beep[1:]]
-
-
 _KEY = re.compile(r"\b(?:" + "|".join((*KEY_NAMES, "[0-9]")) + r")\b")
 
 
@@ -151,7 +140,7 @@ def classify_greeting(
     found = {
         AmdResult.IVR: cues(IVR_PHRASES),
         AmdResult.SCREENER: cues(SCREENER_PHRASES),
-        AmdResult.VOICEMAIL: _one_beep(cues(VOICEMAIL_PHRASES)),
+        AmdResult.VOICEMAIL: cues(VOICEMAIL_PHRASES),
     }
     machine = cues(MACHINE_PHRASES)
     machine_cues = max(len(cues) for cues in found.values()) + len(machine)
