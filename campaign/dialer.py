@@ -51,6 +51,7 @@ from campaign.campaign_file import CampaignConfig
 from campaign.contract import AGENT_HEARTBEAT_S, DialRequest
 from campaign.errors import UserError
 from campaign.outcomes import (
+    NO_CALL_RECORD,
     AttemptStatus,
     CampaignStatus,
     ContactStatus,
@@ -1026,7 +1027,7 @@ class Dialer:
                 timezones,
                 Outcome.ANSWERED,
                 answered_at=answered_at,
-                error="the agent wrote no call record",
+                error=NO_CALL_RECORD,
             )
         else:
             await self._verdict(attempt_id, timezones, fallback, error=lost or None)

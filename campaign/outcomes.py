@@ -85,6 +85,11 @@ class AttemptStatus(StrEnum):
     DONE = "done"  #: finalised with an outcome
 
 
+#: An answered attempt's error while the agent's record is missing; a record that comes
+#: later (`store.calls`) clears it.
+NO_CALL_RECORD = "the agent wrote no call record"
+
+
 class CampaignStatus(StrEnum):
     """Operator-visible state of a campaign."""
 

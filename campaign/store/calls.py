@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from campaign.outcomes import AttemptStatus, ContactStatus
+from campaign.outcomes import NO_CALL_RECORD, AttemptStatus, ContactStatus
 from campaign.store.db import Ledger, LedgerError
 from campaign.store.models import Attempt, CallRecord, Contact, DncEntry, Turn, utcnow
 
@@ -121,6 +121,8 @@ def _apply_late(session: Session, summary: CallSummary) -> None:
     attempt = session.get(Attempt, summary.attempt_id)
     if attempt is None or attempt.status != AttemptStatus.DONE.value:
         return
+    if attempt.error == NO_CALL_RECORD:
+        attempt.error = None  # it has one now
     if attempt.answered_at is None and summary.answered_at is not None:
         attempt.answered_at = summary.answered_at
     contact = session.get(Contact, attempt.contact_id)

@@ -35,7 +35,7 @@ from agent.recorder import WRITE_ATTEMPTS, CallRecorder, replay_spool
 from campaign.campaign_file import CampaignConfig, parse_campaign
 from campaign.contract import DialRequest
 from campaign.dialer import Dialer, PartDown, RunOptions, new_dialer_id
-from campaign.outcomes import ContactStatus, Outcome
+from campaign.outcomes import NO_CALL_RECORD, ContactStatus, Outcome
 from campaign.pacing import TokenBucket
 from campaign.store import Attempt, Contact, Ledger, open_ledger
 from campaign.store import dialing as store
@@ -649,7 +649,7 @@ def test_call_record_is_spooled_while_the_ledger_is_away_and_applied_late(
     (number,) = add_contacts(ledger, config, ["talks"])
     run(Dialer(ledger, config, tel, options=fast_options(), clock=FastClock()))
     (attempt,) = attempts(ledger)
-    assert attempt.outcome == "answered" and attempt.error == "the agent wrote no call record"
+    assert attempt.outcome == "answered" and attempt.error == NO_CALL_RECORD
 
     call = CallState(answered_at=START, disposition="interested", added_to_dnc=True)
     request = DialRequest(
@@ -681,6 +681,8 @@ def test_call_record_is_spooled_while_the_ledger_is_away_and_applied_late(
     assert record is not None and record.disposition == "interested"
     contact = contacts(ledger)[number]
     assert (contact.disposition, contact.status) == ("interested", "dnc")  # applied late
+    (attempt,) = attempts(ledger)
+    assert attempt.error is None  # it has its record now
 
 
 # -- the engine never blocks its loop on the ledger ----------------------------------------------
