@@ -94,10 +94,6 @@ _TICK_S = 0.02
 AUDIO_RATE = 8000
 
 
-class CalleeGone(Exception):
-    """The callee left before a verdict: there is nothing left to judge."""
-
-
 @dataclass(frozen=True)
 class Verdict:
     """What answered, when it was known (time.time()) and why."""
@@ -325,13 +321,11 @@ class AnsweringMachineDetector:
     `start(answered_at)` begins a listening window; `verdict()` waits for the judgement
     of that window. `listen_again()` opens a new window (after the agent's prompt or its
     answer to a screener). Beeps are heard from `listen_to()` on, for the whole call.
-    `callee_left()` ends every wait: `verdict()` raises `CalleeGone`.
     """
 
     def __init__(self, session: AgentSession[Any], *, clock: Callable[[], float] = time.time):
         self._clock = clock
         self._changed = asyncio.Event()
-        self._gone = False
         self._window_start: float | None = None
         self._speaking_since: float | None = None
         #: speech in this window (seconds): measured in the audio, or failing that from
@@ -421,24 +415,12 @@ class AnsweringMachineDetector:
         """When the callee last stopped speaking (None while speaking or if never heard)."""
         return None if self.speaking else self._last_speech_end
 
-    def callee_left(self) -> None:
-        """The callee hung up: a verdict waited for would come from audio that ended."""
-        self._gone = True
-        self._changed.set()
-
-    @property
-    def callee_has_left(self) -> bool:
-        return self._gone
-
     async def verdict(self) -> Verdict:
-        """The judgement of the current listening window (`CalleeGone` once the callee
-        left: without it, the wait went on to VERDICT_MAX_S and held up the record)."""
+        """The judgement of the current listening window."""
         start = self._window_start
         if start is None:
             raise RuntimeError("start() the detector before asking for a verdict")
         while True:
-            if self._gone:
-                raise CalleeGone
             verdict = self._judge(self._clock(), start)
             if verdict is not None:
                 return verdict
@@ -453,7 +435,7 @@ class AnsweringMachineDetector:
         end. Without one, return None once the callee has been quiet `quiet_s` (a mailbox
         without a beep) or after `max_wait_s` at most."""
         deadline = self._clock() + max_wait_s
-        while self._clock() < deadline and not self._gone:
+        while self._clock() < deadline:
             now = self._clock()
             beeps = [end for end, _ in self._beeps_heard if end > after]
             if beeps and not self.speaking and now - beeps[-1] >= _TICK_S:

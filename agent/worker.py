@@ -26,7 +26,7 @@ from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import silero
 from pydantic import ValidationError
 
-from agent.amd import AnsweringMachineDetector, CalleeGone, Verdict
+from agent.amd import AnsweringMachineDetector, Verdict
 from agent.assistant import Assistant, CallState, HangUp, script_variables
 from agent.providers import build_providers, preload_turn_detector
 from agent.recorder import CallRecorder, replay_spool, spool_dir
@@ -233,15 +233,14 @@ async def _run_call(
         call.end(EndReason.NEVER_ANSWERED)
         return
 
-    detector = AnsweringMachineDetector(session)
-
     def _on_disconnected(gone: rtc.RemoteParticipant) -> None:
         if gone.identity == participant.identity:
             recorder.callee_left()
-            detector.callee_left()
             hang_up()
 
     ctx.room.on("participant_disconnected", _on_disconnected)
+
+    detector = AnsweringMachineDetector(session)
     detector.listen_to(participant)
     try:
         try:
@@ -260,11 +259,7 @@ async def _run_call(
         _limit_duration(request, call, hang_up)
         assert call.answered_clock is not None
         detector.start(call.answered_clock)
-        try:
-            verdict = await _judge(session, detector, request, call)
-        except CalleeGone:
-            logger.info("the callee hung up before a verdict")
-            return
+        verdict = await _judge(session, detector, request, call)
         if verdict.result is AmdResult.HUMAN:
             _prompt_on_silence(session, call)
             greeting = assistant.greet()
@@ -344,9 +339,6 @@ async def _leave_voicemail(
     )
     if beep is not None and call.answered_clock is not None:
         call.beep_latency = beep - call.answered_clock
-    if detector.callee_has_left:
-        logger.info("the mailbox hung up before the message")
-        return
     handle = session.say(
         request.script.render(message, script_variables(request)), allow_interruptions=False
     )
